@@ -1,0 +1,5 @@
+"""`python -m phmscale` is the `phmscale` command."""
+
+from phmscale.cli.main import main
+
+main()

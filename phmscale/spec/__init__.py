@@ -1,0 +1,35 @@
+"""The job spec: pydantic models for every section, YAML loading with ${ENV} interpolation and
+typed `--set` overrides, and the JSON schema. This is the only place a job is validated; every
+other package reads a `JobSpec` and trusts it. Imports pydantic and yaml only."""
+
+from phmscale.spec.job import JobSpec
+from phmscale.spec.load import JobSpecError, Problem, job_schema, load_job, load_job_dict
+from phmscale.spec.sections import (
+    ALGEBRA_DIMS,
+    CheckpointSpec,
+    DataSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ResourcesSpec,
+    ScheduleSpec,
+    TrackingSpec,
+    TrainSpec,
+)
+
+__all__ = [
+    "ALGEBRA_DIMS",
+    "CheckpointSpec",
+    "DataSpec",
+    "JobSpec",
+    "JobSpecError",
+    "ModelSpec",
+    "OptimizerSpec",
+    "Problem",
+    "ResourcesSpec",
+    "ScheduleSpec",
+    "TrackingSpec",
+    "TrainSpec",
+    "job_schema",
+    "load_job",
+    "load_job_dict",
+]

@@ -1,0 +1,341 @@
+"""Loading a job file: YAML → ${ENV} interpolation → --set overrides → JobSpec.
+
+Every failure becomes one `JobSpecError` listing problems that each name the file, the dotted
+field path, the YAML line where known, and what would fix it. No caller sees a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from phmscale.errors import InvalidInputError
+from phmscale.spec.job import JobSpec
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Path_ = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a job: where (dotted field path, YAML line) and what to do."""
+
+    field: str
+    message: str
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line else source
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class JobSpecError(InvalidInputError):
+    """An invalid job: the message lists every problem found."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]):
+        self.source = source
+        self.problems = list(problems)
+        lines = [f"invalid job {source} ({len(self.problems)} problem(s)):"]
+        lines += ["  " + p.render(source) for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+# -- YAML with line numbers --------------------------------------------------------------
+
+
+def _line_map(node: yaml.Node, prefix: Path_ = ()) -> dict[Path_, int]:
+    """Map each key path of a composed YAML document to its 1-based line."""
+    lines: dict[Path_, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            path = (*prefix, key)
+            if key in seen:
+                raise JobSpecError(
+                    "",
+                    [Problem(".".join(path), "duplicate key: remove one of them",
+                             key_node.start_mark.line + 1)],
+                )
+            seen.add(key)
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_line_map(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, str(i))] = item.start_mark.line + 1
+            lines.update(_line_map(item, (*prefix, str(i))))
+    return lines
+
+
+def _line_for(lines: dict[Path_, int], loc: Sequence[Any]) -> int | None:
+    """The line of the deepest existing prefix of a field path."""
+    path = tuple(str(p) for p in loc)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+# -- schema walking (unknown keys, did-you-mean) -------------------------------------------
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside an annotation such as `ModelSpec` or `ModelSpec | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            found = _model_class(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict or annotation is dict
+
+
+def _resolve(path: Sequence[str]) -> tuple[type[BaseModel] | None, list[str], str | None]:
+    """Walk a dotted path through the spec's models.
+
+    Returns (model owning the last part or None inside a free mapping, the valid names at the
+    first unknown part, that unknown part or None when the whole path is valid).
+    """
+    model: type[BaseModel] | None = JobSpec
+    for i, part in enumerate(path):
+        if model is None:  # inside a free-form mapping such as train.deepspeed
+            return None, [], None
+        fields = model.model_fields
+        if part not in fields:
+            return model, [".".join((*path[:i], f)) for f in fields], part
+        annotation = fields[part].annotation
+        sub = _model_class(annotation)
+        if sub is not None:
+            model = sub
+        elif _is_mapping(annotation):
+            model = None
+        elif i < len(path) - 1:
+            return model, [], path[i + 1]  # a scalar field has no sub-keys
+    return model, [], None
+
+
+def _suggest(bad: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(bad, candidates, n=1, cutoff=0.5)
+    if not close:  # compare last parts too: `model.dpth` → `model.depth`
+        tails = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        hit = difflib.get_close_matches(bad.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.5)
+        close = [tails[hit[0]]] if hit else []
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if candidates:
+        return "valid keys here: " + ", ".join(f"`{c.rsplit('.', 1)[-1]}`" for c in candidates)
+    return "this field takes no sub-keys"
+
+
+# -- environment interpolation -----------------------------------------------------------
+
+
+def _interpolate(value: Any, loc: Path_, problems: list[Problem], lines: dict[Path_, int]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*loc, str(k)), problems, lines) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*loc, str(i)), problems, lines) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        var, default = match.group(1), match.group(2)
+        if var in os.environ:
+            return os.environ[var]
+        if default is not None:
+            return default
+        problems.append(
+            Problem(
+                ".".join(loc),
+                f"environment variable ${{{var}}} is not set: export {var}=… or write "
+                f"${{{var}:-default}}",
+                _line_for(lines, loc),
+            )
+        )
+        return match.group(0)
+
+    out = _ENV_REF.sub(sub, value)
+    if _ENV_REF.fullmatch(value):  # a whole-value reference takes the type its text reads as
+        try:
+            typed = yaml.safe_load(out)
+        except yaml.YAMLError:
+            return out
+        return typed if isinstance(typed, (int, float, bool, str)) else out
+    return out
+
+
+# -- overrides ---------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` → (["a","b","c"], typed value). Values read as YAML scalars/lists."""
+    if "=" not in text:
+        raise JobSpecError(
+            "--set", [Problem("", f"override {text!r} must look like key.path=value")]
+        )
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise JobSpecError("--set", [Problem(key, "empty part in the key path")])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> list[Problem]:
+    """Set each override into the raw job mapping; unknown paths become problems."""
+    problems: list[Problem] = []
+    for text in overrides:
+        parts, value = parse_override(text)
+        _, candidates, bad = _resolve(parts)
+        if bad is not None:
+            dotted = ".".join(parts)
+            problems.append(
+                Problem(dotted, f"--set {dotted}: unknown field; {_suggest(dotted, candidates)}")
+            )
+            continue
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return problems
+
+
+# -- validation errors ---------------------------------------------------------------------
+
+
+def _problems_from(error: ValidationError, lines: dict[Path_, int]) -> list[Problem]:
+    problems = []
+    for err in error.errors():
+        loc = [str(p) for p in err["loc"]]
+        dotted = ".".join(loc) or "(top level)"
+        kind = err["type"]
+        line = _line_for(lines, loc)
+        if kind == "extra_forbidden":
+            _, candidates, _ = _resolve(loc)
+            msg = f"unknown key; {_suggest(dotted, candidates)}"
+        elif kind == "missing":
+            msg = "required field is missing"
+        elif kind == "value_error":
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        else:
+            got = err.get("input")
+            shown = repr(got) if not isinstance(got, dict) else "a mapping"
+            msg = f"{err['msg']} (got {shown})"
+        problems.append(Problem(dotted if loc else "", msg, line))
+    return problems
+
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def load_job_dict(
+    data: Any, overrides: Iterable[str] = (), source: str = "<job>",
+    lines: dict[Path_, int] | None = None,
+) -> JobSpec:
+    """Validate an already-parsed job mapping (with overrides) into a JobSpec."""
+    lines = lines or {}
+    if data is None:
+        raise JobSpecError(
+            source, [Problem("", "the job is empty: it needs at least `name` and `data.train`")]
+        )
+    if not isinstance(data, dict):
+        raise JobSpecError(
+            source,
+            [Problem("", f"the top level must be a mapping of sections (name, model, data, …), "
+                         f"got a {type(data).__name__}", 1)],
+        )
+    problems: list[Problem] = []
+    data = _interpolate(data, (), problems, lines)
+    problems += apply_overrides(data, overrides)
+    if problems:
+        raise JobSpecError(source, problems)
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise JobSpecError(source, _problems_from(error, lines)) from None
+
+
+def load_job(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> JobSpec:
+    """Load, interpolate, override and validate a YAML job file."""
+    source = str(path)
+    file = Path(path)
+    if not file.is_file():
+        hint = "it is a directory" if file.is_dir() else "no such file"
+        raise JobSpecError(source, [Problem("", f"cannot read the job file: {hint}")])
+    text = file.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines = _line_map(node) if node is not None else {}
+        data = yaml.safe_load(text)
+    except JobSpecError as dup:
+        raise JobSpecError(source, dup.problems) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(error, "problem", None) or str(error)
+        raise JobSpecError(
+            source, [Problem("", f"YAML syntax error: {what} (check indentation and quoting)", line)]
+        ) from None
+    return load_job_dict(data, overrides, source, lines)
+
+
+def job_schema() -> dict[str, Any]:
+    """The JSON schema of a job file (for editors: yaml-language-server, VS Code)."""
+    schema = JobSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "phmscale job"
+    return schema
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(str(a) for a in typing.get_args(annotation))
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def reference_markdown() -> str:
+    """The job spec reference as a Markdown table (README's reference is this text, checked by
+    a test): one row per field, dotted path, type, default, description."""
+    rows = ["| field | type | default | description |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            path = f"{prefix}{name}"
+            sub = _model_class(info.annotation)
+            if sub is not None:
+                walk(sub, path + ".")
+                continue
+            kind = _type_name(info.annotation).replace("|", "\\|")
+            if info.is_required():
+                default = "**required**"
+            else:
+                value = info.get_default(call_default_factory=True)
+                default = f"`{value}`" if value not in (None, {}, []) else f"`{value!r}`"
+            rows.append(f"| `{path}` | {kind} | {default} | {info.description or ''} |")
+
+    walk(JobSpec, "")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,305 @@
+"""The sections of a job spec, one pydantic model each.
+
+Every model forbids unknown keys (`extra="forbid"`) so a typo fails at load time with the
+closest valid key, not minutes into a run on a cluster. Field descriptions feed `phmscale schema`
+and the README's reference table. Cross-section checks live in `job.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Dimension of each algebra: the n of W = Σᵢ Aᵢ ⊗ Sᵢ. `phm` learns its rules and takes any n.
+# phmscale.nn holds the structure constants; tests/nn checks that both tables agree.
+ALGEBRA_DIMS: dict[str, int] = {
+    "real": 1,
+    "complex": 2,
+    "quaternion": 4,
+    "octonion": 8,
+    "sedenion": 16,
+    "m2r": 4,
+    "m2c": 8,
+    "m3r": 9,
+    "m4r": 16,
+}
+
+Algebra = Literal[
+    "phm", "real", "complex", "quaternion", "octonion", "sedenion", "m2r", "m2c", "m3r", "m4r"
+]
+
+
+class Section(BaseModel):
+    """Base of every spec model: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Section):
+    """Which network to build. One spec serves the PHM-Transformer and the ResNets."""
+
+    kind: Literal["phm_transformer", "resnet"] = Field(
+        "phm_transformer", description="Architecture family: phm_transformer or resnet."
+    )
+    algebra: Algebra = Field(
+        "real",
+        description="Weight algebra: phm (learned rules, needs n) or a fixed algebra "
+        "(real, complex, quaternion, octonion, sedenion, m2r, m2c, m3r, m4r). The default, "
+        "real, is the dense baseline.",
+    )
+    n: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Algebra dimension n (1/n parameters). Required for phm; for a fixed "
+        "algebra leave it out or give the algebra's own dimension.",
+    )
+    task: Literal["classify", "causal_lm"] = Field(
+        "classify", description="classify (images/sequences → class) or causal_lm (bytes → next byte)."
+    )
+    dim: int = Field(128, ge=1, description="Transformer width (model dimension).")
+    depth: int = Field(4, ge=1, le=256, description="Number of transformer blocks.")
+    heads: int = Field(4, ge=1, description="Attention heads; dim must divide by heads.")
+    head_dim: int | None = Field(
+        None, ge=1, description="Per-head width; if given, heads·head_dim must equal dim."
+    )
+    mlp_ratio: float = Field(4.0, ge=0, description="MLP hidden width / dim; 0 removes the MLP.")
+    attention: Literal["standard", "collapsed_qk", "collapsed_qk_vo", "symmetric"] = Field(
+        "standard",
+        description="Attention variant (Bermeitinger et al. 2024): standard, collapsed_qk "
+        "(one matrix for WqWkᵀ), collapsed_qk_vo (also WvWo), symmetric (symmetric similarity).",
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability.")
+    num_classes: int = Field(10, ge=2, description="Classes for task=classify.")
+    input_shape: list[int] = Field(
+        default_factory=lambda: [1, 8, 8],
+        min_length=2,
+        max_length=3,
+        description="Input shape for task=classify, channels first: [C, H, W] for images, "
+        "[C, L] for sequences (MNIST-1D is [1, 40]).",
+    )
+    patch_size: int = Field(
+        2, ge=1, description="Patch side (images) or length (sequences) for the transformer."
+    )
+    pool: Literal["cls", "mean"] = Field(
+        "cls", description="Classification pooling: class token or mean over tokens."
+    )
+    seq_len: int = Field(128, ge=2, description="Context length for task=causal_lm.")
+    vocab_size: int = Field(256, ge=2, description="Vocabulary for task=causal_lm (256 = bytes).")
+    arch: Literal["resnet18", "resnet34", "resnet50", "resnet20", "resnet56"] = Field(
+        "resnet20", description="ResNet depth for kind=resnet (20/56 are CIFAR-style)."
+    )
+    stem: Literal["imagenet", "small"] = Field(
+        "small", description="ResNet stem: imagenet (7×7/2 + maxpool) or small (3×3/1)."
+    )
+    width: int | None = Field(
+        None,
+        ge=1,
+        description="ResNet base width (channels of the first stage); default 64 for "
+        "resnet18/34/50 and 16 for resnet20/56. Must divide by n.",
+    )
+    real_stem: bool = Field(
+        True, description="Keep the ResNet stem real-valued (AlgebraNets' choice)."
+    )
+    real_head: bool = Field(
+        True, description="Keep the classifier real-valued (AlgebraNets' choice)."
+    )
+    width_match: Literal["none", "params", "flops"] = Field(
+        "none",
+        description="Scale ResNet widths so the net matches its real baseline in parameters "
+        "or FLOPs (none keeps the given width).",
+    )
+
+    @property
+    def algebra_dim(self) -> int:
+        """The resolved n: the spec's n for phm, the algebra's dimension otherwise."""
+        if self.algebra == "phm":
+            assert self.n is not None  # enforced by the validator
+            return self.n
+        return ALGEBRA_DIMS[self.algebra]
+
+    @property
+    def base_width(self) -> int:
+        """ResNet base width with its per-architecture default."""
+        if self.width is not None:
+            return self.width
+        return 16 if self.arch in ("resnet20", "resnet56") else 64
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.algebra == "phm":
+            if self.n is None:
+                raise ValueError("algebra 'phm' learns its rules and needs `n` (e.g. n: 4)")
+        elif self.n is not None and self.n != ALGEBRA_DIMS[self.algebra]:
+            raise ValueError(
+                f"n={self.n} disagrees with algebra '{self.algebra}', whose dimension is "
+                f"{ALGEBRA_DIMS[self.algebra]}: remove `n` or set n: {ALGEBRA_DIMS[self.algebra]}"
+            )
+        n = self.algebra_dim
+        if self.kind == "phm_transformer":
+            if self.dim % self.heads:
+                raise ValueError(
+                    f"dim={self.dim} is not divisible by heads={self.heads}: "
+                    f"choose a dim that is a multiple of {self.heads}"
+                )
+            if self.head_dim is not None and self.head_dim * self.heads != self.dim:
+                raise ValueError(
+                    f"heads·head_dim = {self.heads}·{self.head_dim} = "
+                    f"{self.heads * self.head_dim} must equal dim={self.dim}"
+                )
+            if self.dim % n:
+                raise ValueError(
+                    f"dim={self.dim} is not divisible by the algebra dimension n={n}: "
+                    f"choose a dim that is a multiple of {n}"
+                )
+            hidden = self.mlp_ratio * self.dim
+            if self.mlp_ratio and (hidden != int(hidden) or int(hidden) % n):
+                raise ValueError(
+                    f"the MLP width mlp_ratio·dim = {hidden:g} must be an integer divisible "
+                    f"by n={n}: adjust mlp_ratio"
+                )
+            if self.task == "classify":
+                for side in self.input_shape[1:]:
+                    if side % self.patch_size:
+                        raise ValueError(
+                            f"input_shape {self.input_shape} is not divisible into patches of "
+                            f"patch_size={self.patch_size}: choose a patch_size dividing {side}"
+                        )
+        else:
+            if self.task != "classify":
+                raise ValueError("kind 'resnet' supports task 'classify' only")
+            if len(self.input_shape) != 3:
+                raise ValueError(
+                    f"kind 'resnet' needs an image input_shape [C, H, W], got {self.input_shape}"
+                )
+            if self.width_match == "none" and self.base_width % n:
+                raise ValueError(
+                    f"width={self.base_width} is not divisible by the algebra dimension n={n}: "
+                    f"set model.width to a multiple of {n} (or width_match: params)"
+                )
+        return self
+
+
+class DataSpec(Section):
+    """Where the samples come from and how each worker batches them."""
+
+    train: str = Field(
+        ...,
+        description="Training shards: a brace/glob pattern of local tars, a pipe: command, "
+        "an fsspec URL (s3://, gs://, http://), or builtin:<digits|mnist1d|pystdlib>.",
+    )
+    val: str | None = Field(None, description="Validation shards, same forms as train.")
+    batch_size: int = Field(64, ge=1, description="Samples per worker per micro-step.")
+    loader_workers: int = Field(2, ge=0, le=64, description="DataLoader processes per worker.")
+    shuffle_buffer: int = Field(
+        1000, ge=0, description="Sample shuffle buffer size per loader worker (0: no shuffle)."
+    )
+    resampled: bool = Field(
+        False,
+        description="Stream shards with replacement (never runs out; needed when there are "
+        "fewer shards than ranks × loader workers).",
+    )
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="A bad sample or shard: raise (names it) or skip and count it."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Where builtin: datasets are packed on first use; default "
+        "$PHMSCALE_CACHE or ~/.cache/phmscale.",
+    )
+
+
+class OptimizerSpec(Section):
+    """The optimizer DeepSpeed builds."""
+
+    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(3.0e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+
+
+class ScheduleSpec(Section):
+    """Learning-rate schedule: linear warmup, then decay to min_lr_ratio·lr."""
+
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    decay: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay shape.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final lr as a fraction of lr.")
+
+
+class TrainSpec(Section):
+    """The optimization: steps, batches, precision, ZeRO."""
+
+    steps: int = Field(500, ge=1, description="Optimizer steps.")
+    eval_every: int = Field(100, ge=1, description="Evaluate every k steps (and at the end).")
+    eval_batches: int | None = Field(
+        None, ge=1, description="Validation batches per evaluation (None: the whole split)."
+    )
+    log_every: int = Field(10, ge=1, description="Log metrics every k steps.")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimizer.")
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="LR schedule.")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clip (0 disables).")
+    grad_accum: int = Field(1, ge=1, description="Micro-steps per optimizer step.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, bf16 (GPU, or CPU where supported) or fp16 (GPU only)."
+    )
+    zero_stage: int = Field(1, ge=0, le=3, description="DeepSpeed ZeRO stage 0..3.")
+    seed: int = Field(0, ge=0, description="Seed for init, data order and dropout.")
+    deepspeed: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Raw DeepSpeed config keys merged over the generated config; keys that "
+        "contradict the spec (batch sizes, ZeRO stage, precision, clipping) are errors.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSpec:
+        if self.schedule.warmup_steps > self.steps:
+            raise ValueError(
+                f"schedule.warmup_steps={self.schedule.warmup_steps} exceeds steps={self.steps}"
+            )
+        return self
+
+
+class CheckpointSpec(Section):
+    """Where and how often the engine saves; a restarted job resumes from the newest one."""
+
+    dir: str | None = Field(
+        None, description="Checkpoint directory or URL; default checkpoints/<job name>."
+    )
+    every: int = Field(100, ge=1, description="Save every k steps (and at the end).")
+    keep: int = Field(3, ge=1, description="Checkpoints kept (oldest deleted first).")
+    resume: bool = Field(True, description="Resume from the newest checkpoint in dir if any.")
+
+
+class ResourcesSpec(Section):
+    """Processes and devices for distributed runs (Ray Train / TorchX)."""
+
+    workers: int = Field(1, ge=1, le=4096, description="Training processes (data-parallel ranks).")
+    cpus_per_worker: float = Field(1, gt=0, le=512, description="CPUs reserved per worker.")
+    gpus_per_worker: float = Field(0, ge=0, le=16, description="GPUs per worker (0: CPU, gloo).")
+    max_failures: int = Field(
+        2, ge=-1, description="Worker-group restarts Ray Train allows (-1: unlimited)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ResourcesSpec:
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ValueError(
+                f"gpus_per_worker={self.gpus_per_worker}: above 1 it must be a whole number"
+            )
+        return self
+
+
+class TrackingSpec(Section):
+    """MLflow tracking (rank 0 logs)."""
+
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.",
+    )
+    experiment: str = Field("phmscale", min_length=1, description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name; default the job name.")
+    log_model: bool = Field(False, description="Log the trained model at the end.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags.")
