@@ -1,0 +1,1 @@
+"""Benchmarks behind `phmscale bench …`: ratios measured side by side in one run."""

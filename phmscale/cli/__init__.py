@@ -1,0 +1,1 @@
+"""The `phmscale` command line: one module per verb group, each thin (parse, call, print)."""

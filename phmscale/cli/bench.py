@@ -1,0 +1,74 @@
+"""`phmscale bench layer | loader | step`: ratios measured side by side in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from phmscale.cli.job import SET_HELP
+
+console = Console()
+bench_app = typer.Typer(help="Benchmarks: ratios measured side by side in one run.",
+                        no_args_is_help=True)
+
+
+def _show(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=title, title_justify="left")
+    columns = list(rows[0]) if rows else []
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append(f"{value:.3g}" if isinstance(value, float) else str(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
+@bench_app.command()
+def layer(
+    as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
+    quick: bool = typer.Option(False, "--quick", help="A small grid (seconds, for smoke tests)."),
+) -> None:
+    """PHMLinear against nn.Linear and a loop-of-kron reference: training and decode."""
+    from phmscale.bench.layer import run
+
+    _show(run(quick=quick), "bench layer (ratios > 1: PHM faster)", as_json)
+
+
+@bench_app.command()
+def loader(
+    as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
+    quick: bool = typer.Option(False, "--quick", help="A small run (seconds)."),
+) -> None:
+    """The WebDataset training loader against a plain sequential read of the same shards."""
+    from phmscale.bench.loader import run
+
+    _show(run(quick=quick), "bench loader", as_json)
+
+
+@bench_app.command()
+def step(
+    job: Path = typer.Argument(..., help="Job YAML file."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    steps: int = typer.Option(30, "--steps", min=6, help="Steps per side (3 are warm-up)."),
+    as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
+) -> None:
+    """The full engine (DeepSpeed + WebDataset) against a bare PyTorch loop on the same batches."""
+    from phmscale.bench.step import run
+    from phmscale.spec import load_job
+
+    _show(run(load_job(job, set_), steps=steps), "bench step (engine ÷ bare)", as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")

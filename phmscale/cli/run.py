@@ -1,0 +1,163 @@
+"""`phmscale run`: train a job in this process (world size 1), on one GPU if present else CPU."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from phmscale.cli.job import SET_HELP
+from phmscale.spec import JobSpec, load_job
+from phmscale.train.hooks import Hooks
+
+console = Console()
+
+DRY_RUN_STEPS = 8  # 2 warm-up steps (allocator, thread pools) + 6 timed
+
+
+class ProgressHook(Hooks):
+    """A rich progress bar fed by the loop's metrics."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress, self.total = progress, total
+        self.task = progress.add_task("train", total=total, loss=float("nan"), rate=0.0, q="")
+
+    def on_start(self, info):  # noqa: ANN001
+        self.progress.update(self.task, completed=info.start_step)
+        return None
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.progress.update(self.task, completed=step, loss=metrics["loss"],
+                             rate=metrics["samples_per_s"])
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        q = metrics.get("val_accuracy", metrics.get("val_bpb"))
+        name = "acc" if "val_accuracy" in metrics else "bpb"
+        self.progress.update(self.task, q=f"{name} {q:.4f}")
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def summary_table(spec: JobSpec, r) -> Table:  # noqa: ANN001 (TrainResult)
+    table = Table(title=f"{spec.name}: {r.status} at step {r.step}/{spec.train.steps}",
+                  show_header=False, title_justify="left")
+    table.add_column("metric", style="bold cyan")
+    table.add_column("value")
+    m = r.metrics
+    if m:
+        table.add_row("train loss (last window)", f"{m['loss']:.4f}")
+        table.add_row("samples/s", f"{m['samples_per_s']:.1f}")
+        if spec.model.task == "causal_lm":
+            table.add_row("tokens/s", f"{m['tokens_per_s']:.0f}")
+        table.add_row("data wait", f"{100 * m['data_wait_frac']:.1f}% of step time")
+        table.add_row("achieved FLOP/s", f"{m['flops_per_s'] / 1e9:.2f} GFLOP/s "
+                      f"({r.train_flops_per_sample / 1e6:.2f} MFLOP/sample, 3× forward)")
+        mfu = f"{100 * m['mfu']:.1f}%" if "mfu" in m else "unknown"
+        table.add_row("MFU", f"{mfu} (peak: {r.peak.source if r.peak else 'unknown'})")
+    for key, value in r.eval.items():
+        table.add_row(key, f"{value:.4f}")
+    if r.best_quality is not None:
+        table.add_row("best quality", f"{r.best_quality:.4f}")
+    table.add_row("wall time", f"{r.wall_s:.1f} s ({r.step - r.start_step} steps this run)")
+    table.add_row("peak memory", _fmt_bytes(r.peak_memory_bytes))
+    if r.checkpoint:
+        table.add_row("checkpoint", r.checkpoint)
+    if r.run_id:
+        table.add_row("MLflow run", r.run_id)
+    return table
+
+
+def dry_run_table(spec: JobSpec, r) -> Table:  # noqa: ANN001 (TrainResult)
+    """What a user checks before spending cluster time."""
+    from phmscale.models import summarize
+
+    s = summarize(spec)
+    timed = r.step_times[2:] or r.step_times
+    step_s = statistics.median(timed)
+    remaining = spec.train.steps
+    table = Table(title=f"{spec.name}: dry run, {len(r.step_times)} steps, nothing written",
+                  show_header=False, title_justify="left")
+    table.add_column("metric", style="bold cyan")
+    table.add_column("value")
+    samples = spec.data.batch_size * spec.train.grad_accum
+    table.add_row("step time (median)", f"{1000 * step_s:.1f} ms")
+    table.add_row("samples/s (this process)", f"{samples / step_s:.1f}")
+    table.add_row("params / dense twin", f"{s.params_total:,} / {s.twin_params:,} "
+                  f"({s.savings_ratio:.2f}× fewer)")
+    table.add_row("forward FLOPs/sample", f"{s.forward_flops_analytic / 1e6:.2f} M")
+    mfu = r.metrics.get("mfu")
+    table.add_row("MFU", (f"{100 * mfu:.1f}%" if mfu is not None else "unknown")
+                  + f" (peak: {r.peak.source if r.peak else 'unknown'})")
+    table.add_row("peak memory (this process)", _fmt_bytes(r.peak_memory_bytes))
+    table.add_row(
+        f"estimated job wall time ({spec.resources.workers} workers)",
+        f"{remaining * step_s / 60:.1f} min for {remaining} steps "
+        "(per-worker batch is fixed, so step time is this one plus gradient all-reduce)",
+    )
+    table.add_row(
+        f"memory per worker (ZeRO-{spec.train.zero_stage}, {spec.resources.workers} workers)",
+        f"{_fmt_bytes(s.memory.total_bytes)} params+grads+optimizer, plus activations",
+    )
+    return table
+
+
+def run(
+    job: Path = typer.Argument(..., help="Job YAML file."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Stop after N steps."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run",
+        help=f"Run {DRY_RUN_STEPS} steps, write nothing, print throughput and estimates.",
+    ),
+    peak_flops: float | None = typer.Option(
+        None, "--peak-flops", help="Peak FLOP/s of this device for MFU (default: table or "
+        "measured CPU GEMM)."),
+) -> None:
+    """Train a job here: one process, one GPU if present else the CPU."""
+    import torch
+
+    from phmscale.data import check_data
+    from phmscale.train.hooks import HookList
+    from phmscale.train.loop import train
+
+    spec = load_job(job, set_)
+    problems = check_data(spec, world_size=1)
+    if problems:
+        from phmscale.errors import InvalidInputError
+
+        raise InvalidInputError("\n".join(problems))
+    hooks: list[Hooks] = []
+    if not dry_run:
+        from phmscale.tracking import tracking_hooks
+
+        hooks += tracking_hooks(spec, launcher="local")
+    total = DRY_RUN_STEPS if dry_run else (steps or spec.train.steps)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.4f}"),
+               TextColumn("{task.fields[rate]:.0f} samples/s"), TextColumn("{task.fields[q]}"),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        hooks.append(ProgressHook(progress, total))
+        result = train(spec, hooks=HookList(hooks), max_steps=total, dry_run=dry_run,
+                       peak_flops=peak_flops, use_gpu=torch.cuda.is_available())
+    console.print(dry_run_table(spec, result) if dry_run else summary_table(spec, result))
+    if result.status == "interrupted":
+        console.print(f"[yellow]interrupted at step {result.step}; checkpoint "
+                      f"{result.checkpoint}. Run the same command to resume.[/]")
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+

@@ -1,0 +1,219 @@
+"""MLflow logging through the engine's hooks, from rank 0 only.
+
+One MLflow run per job across restarts: the run id travels in the checkpoint's client state,
+and a resumed job reopens that run. Step metrics are buffered and written when a checkpoint
+completes (and at the end): a crash loses only the steps after the last checkpoint, which the
+resumed run recomputes, so every step is logged exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from phmscale import __version__
+from phmscale.tracking.params import flatten, redact, spec_params
+from phmscale.tracking.uri import check_reachable, resolve_uri
+from phmscale.train.hooks import Hooks, RunInfo
+
+_END_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED",
+               "dry_run": "FINISHED"}
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class MLflowHook(Hooks):
+    def __init__(self, uri: str, launcher: str, extra_tags: dict[str, str] | None = None,
+                 system_metrics: bool = True):
+        self.uri = uri
+        self.launcher = launcher
+        self.extra_tags = extra_tags or {}
+        self.system_metrics = system_metrics
+        self.run_id: str | None = None
+        self.active = False
+        self.buffer: list[tuple[int, dict[str, float]]] = []
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.info: RunInfo | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_start(self, info: RunInfo) -> str | None:
+        if info.rank != 0:
+            return None
+        import mlflow
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # DB-migration/monitor chatter
+        self.info = info
+        spec = info.spec
+        mlflow.set_tracking_uri(self.uri)
+        experiment = mlflow.set_experiment(spec.tracking.experiment)
+        if info.run_id:
+            run = mlflow.start_run(run_id=info.run_id, log_system_metrics=self.system_metrics)
+        else:
+            run = mlflow.start_run(experiment_id=experiment.experiment_id,
+                                   run_name=spec.tracking.run_name or spec.name,
+                                   log_system_metrics=self.system_metrics)
+        self.run_id, self.active = run.info.run_id, True
+        self._load_history()
+        tags = {
+            "phmscale.job": spec.name, "phmscale.model.kind": spec.model.kind,
+            "phmscale.algebra": spec.model.algebra, "phmscale.n": str(spec.model.algebra_dim),
+            "phmscale.task": spec.model.task, "phmscale.launcher": self.launcher,
+            "phmscale.version": __version__, "phmscale.spec_hash": spec.spec_hash(),
+            "phmscale.world_size": str(info.world_size), **spec.tracking.tags,
+            **self.extra_tags,
+        }
+        if sha := _git_sha():
+            tags["phmscale.git_sha"] = sha
+        mlflow.set_tags(tags)
+        if not info.resumed:
+            self._log_run_figures(info)
+        return self.run_id
+
+    def _log_run_figures(self, info: RunInfo) -> None:
+        import mlflow
+
+        from phmscale.models import summarize
+
+        spec = info.spec
+        mlflow.log_params(spec_params(spec))
+        summary = summarize(spec)
+        mlflow.log_metrics({
+            "params": summary.params_total,
+            "params_trainable": summary.params_trainable,
+            "twin_params": summary.twin_params,
+            "savings_ratio": summary.savings_ratio,
+            "flops_per_sample": summary.forward_flops_analytic,
+            "train_flops_per_sample": summary.train_flops_per_sample,
+            "compute_density": summary.flops_per_param,
+        }, step=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            job = redact(flatten(spec.model_dump(mode="json")))
+            (root / "job.yaml").write_text(yaml.safe_dump(_unflatten(job), sort_keys=False))
+            (root / "deepspeed_config.json").write_text(
+                json.dumps(info.deepspeed_config, indent=2))
+            (root / "model_summary.json").write_text(
+                json.dumps(summary.to_dict(), indent=2, default=str))
+            (root / "model_summary.txt").write_text(_summary_text(summary, info.model))
+            mlflow.log_artifacts(tmp)
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self.active:
+            self.buffer.append((step, dict(metrics)))
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        if self.active:
+            self.buffer.append((step, dict(metrics)))
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        if self.active:
+            self.flush()
+            import mlflow
+
+            mlflow.set_tag("phmscale.last_checkpoint", path)
+
+    def flush(self) -> None:
+        import mlflow
+
+        for step, metrics in self.buffer:
+            mlflow.log_metrics(metrics, step=step)
+            for key, value in metrics.items():
+                self.history.setdefault(key, []).append((step, value))
+        self.buffer.clear()
+
+    def on_end(self, result: Any) -> None:
+        if not self.active:
+            return
+        import mlflow
+
+        # Steps after the last checkpoint are recomputed by a resumed run: drop them unless
+        # the run is over (completed), so no step is ever logged twice.
+        if result.status in ("completed", "dry_run"):
+            self.flush()
+            finals = {"final_" + k: v for k, v in result.eval.items()}
+            if result.best_quality is not None:
+                finals["best_quality"] = result.best_quality
+            if finals:
+                mlflow.log_metrics(finals, step=result.step)
+            self._log_plot()
+            if self.info is not None and self.info.spec.tracking.log_model and self.info.model:
+                import mlflow.pytorch
+
+                mlflow.pytorch.log_model(self.info.model, name="model")
+        elif result.status == "interrupted":
+            self.flush()  # the loop checkpointed at this step before stopping
+        mlflow.end_run(status=_END_STATUS.get(result.status, "FAILED"))
+        self.active = False
+
+    # -- helpers -------------------------------------------------------------------------
+    def _load_history(self) -> None:
+        """On resume, the curves so far (for the end-of-run plot)."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)
+        run = client.get_run(self.run_id)
+        for key in run.data.metrics:
+            points = client.get_metric_history(self.run_id, key)
+            self.history[key] = sorted((p.step, p.value) for p in points)
+
+    def _log_plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        quality = "val_bpb" if "val_bpb" in self.history else "val_accuracy"
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, key in zip(axes, ("loss", quality), strict=True):
+            points = self.history.get(key, [])
+            if points:
+                ax.plot(*zip(*points, strict=True), marker=".")
+            ax.set_xlabel("step")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+        fig.suptitle(self.info.spec.name if self.info else "")
+        fig.tight_layout()
+        mlflow.log_figure(fig, "curves.png")
+        plt.close(fig)
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _summary_text(summary: Any, model: Any) -> str:
+    lines = [f"{k}: {v}" for k, v in summary.to_dict().items() if k != "params_by_kind"]
+    lines += ["", "params by layer kind:"]
+    lines += [f"  {k}: {v:,}" for k, v in summary.params_by_kind.items()]
+    if model is not None:
+        lines += ["", repr(model)]
+    return "\n".join(lines) + "\n"
+
+
+def tracking_hooks(spec: Any, launcher: str, extra_tags: dict[str, str] | None = None
+                   ) -> list[Hooks]:
+    """The hooks `run`/launchers attach; checks the server answers before training starts."""
+    uri = resolve_uri(spec)
+    check_reachable(uri)
+    return [MLflowHook(uri, launcher, extra_tags)]

@@ -1,0 +1,71 @@
+"""A tiny job and deterministic in-memory data shared by the engine tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from phmscale.spec import JobSpec, load_job_dict
+from phmscale.train.memory import InMemorySource
+
+
+def tiny_spec(tmp_path: Any, **overrides: Any) -> JobSpec:
+    sets = [f"{k}={v}" for k, v in overrides.items()]
+    return load_job_dict(
+        {
+            "name": "tiny",
+            "model": {"algebra": "phm", "n": 2, "dim": 16, "depth": 1, "heads": 2,
+                      "mlp_ratio": 2, "input_shape": [1, 8, 8], "patch_size": 4},
+            "data": {"train": "builtin:digits", "batch_size": 8, "loader_workers": 0},
+            "train": {"steps": 20, "eval_every": 20, "log_every": 1,
+                      "optimizer": {"name": "adamw", "lr": 1e-2},
+                      "schedule": {"warmup_steps": 2}, "zero_stage": 1},
+            "checkpoint": {"dir": str(tmp_path / "ckpt"), "every": 5},
+        },
+        sets,
+    )
+
+
+def global_batches(count: int, batch: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`count` batches of digits-shaped inputs with a learnable label rule."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        x = torch.rand(batch, 1, 8, 8, generator=g)
+        y = (x.mean(dim=(1, 2, 3)) * 40).long() % 10  # a function of x: learnable
+        out.append((x, y))
+    return out
+
+
+def rank_source(batches: list, rank: int, world: int) -> InMemorySource:
+    """Rank r gets rows [r·b, (r+1)·b) of every global batch of world·b rows."""
+    out = []
+    for x, y in batches:
+        b = x.shape[0] // world
+        out.append((x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]))
+    return InMemorySource(out)
+
+
+class Recorder:
+    """Hooks that keep every metric the loop reports."""
+
+    def __init__(self) -> None:
+        from phmscale.train.hooks import Hooks
+
+        self.losses: dict[int, float] = {}
+        self.evals: dict[int, dict[str, float]] = {}
+        self.checkpoints: list[int] = []
+        recorder = self
+
+        class _H(Hooks):
+            def on_metrics(self, step, metrics):  # noqa: ANN001
+                recorder.losses[step] = metrics["loss"]
+
+            def on_eval(self, step, metrics):  # noqa: ANN001
+                recorder.evals[step] = metrics
+
+            def on_checkpoint(self, step, path):  # noqa: ANN001
+                recorder.checkpoints.append(step)
+
+        self.hooks = _H()

@@ -1,0 +1,25 @@
+"""`phmscale run` end to end through the real CLI on a built-in dataset."""
+
+from __future__ import annotations
+
+from tests.conftest import ROOT, run_cli
+
+
+def test_run_trains_checkpoints_and_tracks(tmp_path):
+    result = run_cli("run", str(ROOT / "jobs/quickstart.yaml"), "--steps", "20",
+                     "--set", "checkpoint.every=10", "--set", "train.eval_every=10",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "val_accuracy" in result.stdout and "samples/s" in result.stdout
+    ckpt = tmp_path / "checkpoints" / "quickstart-phm-vit-digits"
+    assert (ckpt / "step_00000020" / "COMPLETE").is_file()
+    assert (tmp_path / "mlflow.db").is_file()  # the embedded default store
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    result = run_cli("run", str(ROOT / "jobs/quickstart.yaml"), "--dry-run", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for needle in ("estimated job wall time", "samples/s", "MFU", "peak memory",
+                   "memory per worker"):
+        assert needle in result.stdout, needle
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
