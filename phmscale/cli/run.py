@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from phmscale.cli.job import SET_HELP
+from phmscale.cli.job import SET_HELP, check_job_data
 from phmscale.spec import JobSpec, load_job
 from phmscale.train.hooks import Hooks
 
@@ -126,16 +126,11 @@ def run(
     """Train a job here: one process, one GPU if present else the CPU."""
     import torch
 
-    from phmscale.data import check_data
     from phmscale.train.hooks import HookList
     from phmscale.train.loop import train
 
     spec = load_job(job, set_)
-    problems = check_data(spec, world_size=1)
-    if problems:
-        from phmscale.errors import InvalidInputError
-
-        raise InvalidInputError("\n".join(problems))
+    check_job_data(spec, str(job), world_size=1)
     hooks: list[Hooks] = []
     if not dry_run:
         from phmscale.tracking import tracking_hooks

@@ -186,10 +186,14 @@ class DataSpec(Section):
 
     train: str = Field(
         ...,
-        description="Training shards: a brace/glob pattern of local tars, a pipe: command, "
-        "an fsspec URL (s3://, gs://, http://), or builtin:<digits|mnist1d|pystdlib>.",
+        description="Training shards: a folder written by `phmscale data pack` (its train "
+        "split), a brace/glob pattern of local tars, a pipe: command, an fsspec URL (s3://, "
+        "gs://, http://), or builtin:<digits|mnist1d|pystdlib>.",
     )
-    val: str | None = Field(None, description="Validation shards, same forms as train.")
+    val: str | None = Field(
+        None, description="Validation shards, same forms as train (a packed folder gives its "
+        "val split)."
+    )
     batch_size: int = Field(64, ge=1, description="Samples per worker per micro-step.")
     loader_workers: int = Field(2, ge=0, le=64, description="DataLoader processes per worker.")
     shuffle_buffer: int = Field(

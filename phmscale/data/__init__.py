@@ -1,0 +1,43 @@
+"""Data on WebDataset: packing sources into shards, verifying them, and the training loader.
+
+Modules, read in this order:
+- `sources`  — dataset readers (image-folder, cifar, mnist-idx, npz, text) → encoded samples
+- `builtins` — offline built-ins (digits, mnist1d, pystdlib) and their pack-on-first-use cache
+- `pack`     — samples → deterministic `{split}-{000000}.tar` shards + `shards.json`
+- `index`    — the shards.json format
+- `urls`     — patterns (brace, glob, pipe:, fsspec) → URLs → byte streams
+- `shards`   — a `data.train`/`data.val` string → shard URLs and sample counts
+- `verify`   — reading every shard and reporting what is wrong with it
+- `decode`   — a sample → model inputs; chunks of samples → tensors
+- `check`    — validate-time `check_data(spec, world_size)`
+- `epoch`    — what each DataLoader worker runs for one epoch (read, shuffle, decode, chunk)
+- `loader`   — `make_loader(spec, split, rank, world_size)` → `ShardLoader`
+
+No Ray, DeepSpeed or MLflow here: the engine passes rank and world size in.
+"""
+
+from phmscale.data.builtins import BUILTINS, builtin_source, ensure_builtin
+from phmscale.data.check import check_data
+from phmscale.data.index import INDEX_NAME, read_index
+from phmscale.data.loader import ShardLoader, make_loader
+from phmscale.data.pack import pack
+from phmscale.data.sources import FORMATS, detect_format, open_source
+from phmscale.data.verify import ShardReport, verify, verify_or_raise
+
+__all__ = [
+    "BUILTINS",
+    "FORMATS",
+    "INDEX_NAME",
+    "ShardLoader",
+    "ShardReport",
+    "builtin_source",
+    "check_data",
+    "detect_format",
+    "ensure_builtin",
+    "make_loader",
+    "open_source",
+    "pack",
+    "read_index",
+    "verify",
+    "verify_or_raise",
+]

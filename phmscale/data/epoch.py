@@ -1,0 +1,150 @@
+"""What each DataLoader worker runs for one epoch of one rank: `EpochDataset`.
+
+Worker w (its "role") reads its share of the rank's shards through webdataset's stages:
+
+    shard URLs (or wds.ResampledShards) → wds.tarfile_to_samples → wds.shuffle (seeded)
+    → skip (resume) → decode → wds.batched into chunks of batch_size → tagged with the role
+
+Each chunk carries its role and the count of samples skipped since the previous chunk; a last
+item marks the role's end, and an error travels in-band (the main process raises it without a
+worker traceback pasted into the message). `ReadState` follows the shard and sample being read,
+so every error names both, and counts samples that shards.json promised but the shard did not
+deliver (a truncated tar) as skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset
+
+from phmscale.data.decode import DecodeConfig, collate, decode
+from phmscale.errors import InvalidInputError
+
+log = logging.getLogger("phmscale.data")
+
+
+@dataclass
+class ReadState:
+    """What a worker is reading now: names errors, and counts shortfalls against shards.json."""
+
+    expected: dict[str, int]
+    on_error: str
+    url: str = ""
+    key: str = ""
+    delivered: int = 0
+    skipped: int = 0
+    warned: int = 0
+
+    def where(self) -> str:
+        return f"shard {self.url}" + (f" (after sample {self.key!r})" if self.key else "")
+
+    def fail(self, what: str) -> bool:
+        """Raise (on_error=raise) or log and return True to keep going (skip)."""
+        if self.on_error == "raise":
+            raise InvalidInputError(
+                f"{what}; run `phmscale data verify {self.url}` to see every problem, or set "
+                f"data.on_error: skip to skip bad samples"
+            )
+        if self.warned < 5:  # a broken dataset would otherwise flood the log
+            log.warning("skipping: %s", what)
+            self.warned += 1
+        return True
+
+    def handler(self, exn: Exception) -> bool:
+        """webdataset's handler protocol (url_opener, tar iterator, group_by_keys)."""
+        text = str(exn.args[0]).split(" @ ")[0] if exn.args else repr(exn)
+        return self.fail(f"{self.where()}: {type(exn).__name__}: {text}")
+
+    def finish_shard(self) -> None:
+        """At the end of a shard, samples missing against shards.json are a shortfall."""
+        if self.url and self.url in self.expected:
+            short = self.expected[self.url] - self.delivered
+            if short > 0:
+                self.fail(f"{self.where()}: read {self.delivered} samples, shards.json says "
+                          f"{self.expected[self.url]} (truncated or corrupt shard)")
+                self.skipped += short
+
+
+@dataclass
+class EpochDataset(IterableDataset):
+    """One rank's epoch: each DataLoader worker plays one role (its share of the shards)."""
+
+    role_urls: list[list[str]]  # shards per role; ignored when resampled
+    all_urls: list[str]
+    expected: dict[str, int]
+    skip_chunks: tuple[int, ...]
+    chunk: int
+    cfg: DecodeConfig
+    on_error: str
+    shuffle_buffer: int
+    seeds: tuple[int, ...]  # per role: sample shuffle seed (0: no shuffle)
+    resampled: bool = False
+    shard_seeds: tuple[int, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def _source(self, role: int) -> Any:
+        if self.resampled:
+            return wds.ResampledShards(self.all_urls, seed=self.shard_seeds[role],
+                                       worker_seed=lambda: 0, deterministic=True)
+        urls = self.role_urls[role]
+        return lambda: iter([{"url": u} for u in urls])  # (a list would be spliced as stages)
+
+    def _pipeline(self, role: int, state: ReadState) -> wds.DataPipeline:
+        def track_shards(src: Iterator[dict]) -> Iterator[dict]:
+            for item in src:
+                state.finish_shard()
+                state.url, state.key, state.delivered = item["url"], "", 0
+                yield item
+            state.finish_shard()
+
+        def track_samples(src: Iterator[dict]) -> Iterator[dict]:
+            for sample in src:
+                state.delivered += 1
+                state.key = sample["__key__"]
+                yield sample
+
+        def decoded(src: Iterator[dict]) -> Iterator[Any]:
+            for sample in src:
+                try:
+                    yield decode(sample, self.cfg)
+                except Exception as error:  # noqa: BLE001 - any undecodable sample is bad data
+                    state.fail(f"bad sample {sample.get('__key__')!r} in shard "
+                               f"{sample.get('__url__')}: {error}")
+                    state.skipped += 1
+
+        stages: list[Any] = [self._source(role), track_shards,
+                             wds.tarfile_to_samples(handler=state.handler), track_samples]
+        if self.seeds[role] and self.shuffle_buffer > 1:
+            stages.append(wds.shuffle(self.shuffle_buffer, rng=random.Random(self.seeds[role])))
+        skip = self.skip_chunks[role] * self.chunk
+        if skip:
+            stages.append(lambda src: islice(src, skip, None))
+        stages += [decoded, wds.batched(self.chunk, collation_fn=collate, partial=True)]
+        return wds.DataPipeline(*stages)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        role = info.id if info is not None else 0
+        state = ReadState(self.expected, self.on_error)
+        reported = 0
+        item: dict[str, Any] = {"role": role, "x": None, "y": None, "end": False, "error": None}
+        try:
+            for x, y in self._pipeline(role, state):
+                yield {**item, "x": x, "y": y, "skipped": state.skipped - reported}
+                reported = state.skipped
+        except InvalidInputError as error:
+            # In-band, so the main process raises the message itself rather than DataLoader's
+            # re-raise with a worker traceback pasted into it.
+            yield {**item, "error": str(error), "skipped": 0}
+            return
+        yield {**item, "end": True, "skipped": state.skipped - reported}

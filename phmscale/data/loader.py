@@ -1,0 +1,308 @@
+"""The training loader: `make_loader(spec, split, rank, world_size) -> ShardLoader`.
+
+Per epoch and rank, everything is derived from (spec.data, spec.train.seed, rank, world size,
+epoch), so every process computes the same plan without talking to the others:
+
+1. Shard order: train shuffles the shard list with seed (seed, epoch) — the same permutation on
+   every rank — then rank r takes shards r, r+W, r+2W, … (an explicit node split; nothing is
+   read from torch.distributed or $RANK). Val keeps the packed order.
+2. Loader workers: the rank's shards are dealt to `roles` DataLoader workers the same way
+   (role w takes every roles-th shard; roles = data.loader_workers, capped at the shards a rank
+   is sure to hold, so no worker idles). Each worker reads its tars (webdataset's tar
+   iterator), shuffles samples in a buffer of data.shuffle_buffer seeded by (seed, epoch, rank,
+   role), decodes and collates chunks of batch_size samples: batching happens in the workers
+   (`torch.utils.data.DataLoader(batch_size=None)`), so the heavy work stays out of the training
+   process. Workers start with each `iterate` call (one epoch) and stop at its end.
+3. Main process: merges the workers' chunks in a fixed round-robin order (role 0, 1, …, skipping
+   finished roles — enforced here from role tags, not left to DataLoader timing) and cuts exact
+   batches of data.batch_size.
+
+Equal batches on every rank (unequal counts hang DDP/DeepSpeed collectives):
+`batches_per_epoch` comes from shards.json counts and is the same on every rank.
+- train: shards move between ranks each epoch, so the count is what the worst-off rank is sure
+  to have: the floor(S / W) smallest shards, divided by batch_size, rounded down. Every rank
+  stops there; the rest of its samples that epoch (the surplus) is dropped and logged. Partial
+  batches are never yielded for train. With shards that divide evenly (S % W == 0, equal
+  sizes, per-rank count a multiple of batch_size) nothing is dropped: the ranks' union is
+  exactly the dataset. E.g. builtin:digits, 1617 samples in 8 shards of 202-203, batch 64:
+  1 rank → 25 batches (17 samples dropped per epoch); 4 ranks → 2 shards ≥ 404 → 6 batches.
+- val: no shuffle; count = the smallest per-rank ceil(N_r / batch_size); the last batch may be
+  partial. With one rank this is the complete split.
+- resampled (data.resampled, train only): workers draw shards with replacement forever; an
+  "epoch" is total samples / (W × batch_size) batches.
+
+Counts come from shards.json; shards without one are counted by one sequential read when the
+loader is built (see shards.py).
+
+Resume: `iterate(epoch, k)` reproduces batches k… of the uninterrupted epoch exactly. From the
+per-role sample counts it computes how many whole chunks each worker had delivered before
+batch k; workers skip that many samples after the shuffle and before decoding (so skipped
+samples cost a tar read, not a decode), and the merge starts at the role that was next.
+
+Bad data (data.on_error): `raise` stops with an InvalidInputError naming the shard URL and the
+last sample key; `skip` drops bad samples (and the unreadable rest of a broken shard, counted
+against shards.json) and counts them in `skipped`, logged at the end of each epoch. If skipping
+leaves a rank short of batches_per_epoch, it tops up from a second pass over its shards so the
+ranks stay in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch.utils.data import DataLoader
+
+from phmscale.data.check import common_batches, dataset_problems
+from phmscale.data.decode import DecodeConfig
+from phmscale.data.epoch import EpochDataset
+from phmscale.data.shards import ShardSet, resolve
+from phmscale.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from phmscale.spec import JobSpec
+
+log = logging.getLogger("phmscale.data")
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def mix_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integers (hash() of a str is salted per process; this is not)."""
+    digest = hashlib.blake2b(b"".join(int(p).to_bytes(8, "little", signed=True) for p in parts),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+# -- planning (main process, pure functions) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """Where an epoch restarts: merge from `phase`; worker w skips skip_chunks[w] chunks; the
+    main process drops `drop` samples from the first chunk it merges."""
+
+    phase: int
+    skip_chunks: tuple[int, ...]
+    drop: int
+
+
+def plan_resume(role_counts: list[float], chunk: int, consumed: int) -> ResumePlan | None:
+    """Replay the round-robin merge of chunks until `consumed` samples; None if the roles run
+    out first. role_counts may be math.inf (resampled)."""
+    roles = len(role_counts)
+    if consumed == 0:
+        return ResumePlan(0, (0,) * roles, 0)
+    done, turn = 0, 0
+    while True:
+        active = False
+        for role, count in enumerate(role_counts):
+            left = count - turn * chunk
+            if left <= 0:
+                continue
+            size = chunk if left >= chunk else int(left)
+            active = True
+            if done + size > consumed:
+                skips = tuple(turn + 1 if r < role else turn for r in range(roles))
+                return ResumePlan(role, skips, consumed - done)
+            done += size
+        if not active:
+            return None
+        turn += 1
+
+
+# -- the loader (main process) ---------------------------------------------------------------
+
+
+class ShardLoader:
+    """Batches for one rank: `iterate(epoch, start_batch)` and `stream(start_batch)`."""
+
+    def __init__(self, spec: JobSpec, split: Literal["train", "val"], shards: ShardSet,
+                 rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise InvalidInputError(f"rank {rank} is outside world size {world_size}")
+        d, m = spec.data, spec.model
+        self.split, self.shards, self.rank, self.world_size = split, shards, rank, world_size
+        self.train = split == "train"
+        self.resampled = self.train and d.resampled
+        self.batch_size, self.seed, self.on_error = d.batch_size, spec.train.seed, d.on_error
+        self.shuffle_buffer = d.shuffle_buffer if self.train else 0
+        self.counts = list(shards.counts or [])
+        workers = max(1, d.loader_workers)
+        # More roles than shards per rank would leave workers idle: cap them.
+        per_rank = len(self.counts) // world_size
+        self.roles = workers if self.resampled else max(1, min(workers, per_rank))
+        self.num_workers = 0 if d.loader_workers == 0 else self.roles
+        self.cfg = DecodeConfig(m.task, tuple(m.input_shape), m.seq_len, m.num_classes,
+                                m.vocab_size, None)
+        self.batches_per_epoch: int = common_batches(
+            self.counts, world_size, self.batch_size, train=self.train, resampled=self.resampled)
+        self.skipped: int = 0
+        self.last_epoch_skipped: int = 0
+        if self.batches_per_epoch == 0:
+            raise InvalidInputError(
+                f"{shards.field}: {shards.value!r} gives {len(self.counts)} shard(s) with "
+                f"{sum(self.counts)} samples; split over {world_size} rank(s) the smallest "
+                f"share is less than one batch of data.batch_size={self.batch_size}: use more "
+                f"shards (phmscale data pack --shards N), a smaller batch size"
+                + (", or data.resampled: true" if self.train else "")
+            )
+
+    # -- per-epoch layout
+    def layout(self, epoch: int, attempt: int = 0) -> tuple[list[list[str]], list[float]]:
+        """This rank's shards per role for an epoch, and each role's sample count."""
+        order = list(range(len(self.shards.urls)))
+        if self.train:
+            random.Random(mix_seed(self.seed, epoch, attempt, 1)).shuffle(order)
+        mine = order[self.rank :: self.world_size]
+        roles = [mine[w :: self.roles] for w in range(self.roles)]
+        urls = [[self.shards.urls[i] for i in r] for r in roles]
+        if self.resampled:
+            return urls, [math.inf] * self.roles
+        return urls, [float(sum(self.counts[i] for i in r)) for r in roles]
+
+    def _dataset(self, epoch: int, attempt: int, role_urls: list[list[str]],
+                 plan: ResumePlan) -> EpochDataset:
+        def seed(*parts: int) -> int:
+            return mix_seed(self.seed, epoch, attempt, self.rank, *parts) | 1  # never 0
+
+        crop = mix_seed(self.seed, epoch, attempt, 4) if self.train else None
+        return EpochDataset(
+            role_urls=role_urls, all_urls=list(self.shards.urls),
+            expected=dict(zip(self.shards.urls, self.counts, strict=True)),
+            skip_chunks=plan.skip_chunks,
+            chunk=self.batch_size, cfg=replace(self.cfg, crop_seed=crop),
+            on_error=self.on_error, shuffle_buffer=self.shuffle_buffer,
+            seeds=tuple(seed(role, 2) if self.shuffle_buffer else 0 for role in range(self.roles)),
+            resampled=self.resampled,
+            shard_seeds=tuple(seed(role, 3) for role in range(self.roles)),
+        )
+
+    def _merge(self, items: Iterator[dict[str, Any]], phase: int) -> Iterator[Batch]:
+        """Chunks in round-robin role order from `phase`, whatever order the workers finish in."""
+        pending: dict[int, deque[Batch]] = {r: deque() for r in range(self.roles)}
+        ended: set[int] = set()
+        role = phase
+        while not all(r in ended and not pending[r] for r in range(self.roles)):
+            while not pending[role] and role not in ended:
+                item = next(items, None)
+                if item is None:  # all workers gone
+                    ended.update(range(self.roles))
+                    break
+                self.skipped += item["skipped"]
+                self.last_epoch_skipped += item["skipped"]
+                if item["error"]:
+                    raise InvalidInputError(item["error"])
+                if item["end"]:
+                    ended.add(item["role"])
+                else:
+                    pending[item["role"]].append((item["x"], item["y"]))
+            if pending[role]:
+                yield pending[role].popleft()
+            role = (role + 1) % self.roles
+
+    def _batches(self, chunks: Iterator[Batch], drop: int) -> Iterator[Batch]:
+        """Exact batches of batch_size from chunks (the last one may be partial)."""
+        xs: list[torch.Tensor] = []
+        ys: list[torch.Tensor] = []
+        held = 0
+        for x, y in chunks:
+            if drop:
+                cut = min(drop, len(x))
+                x, y, drop = x[cut:], y[cut:], drop - cut
+            if not len(x):
+                continue
+            xs.append(x)
+            ys.append(y)
+            held += len(x)
+            while held >= self.batch_size:
+                bx = xs[0] if len(xs) == 1 else torch.cat(xs)
+                by = ys[0] if len(ys) == 1 else torch.cat(ys)
+                yield bx[: self.batch_size], by[: self.batch_size]
+                rest = len(bx) - self.batch_size
+                xs, ys = ([bx[self.batch_size :]], [by[self.batch_size :]]) if rest else ([], [])
+                held = rest
+        if held:
+            yield torch.cat(xs), torch.cat(ys)
+
+    def _pass(self, epoch: int, attempt: int, start: int) -> Iterator[Batch]:
+        role_urls, role_counts = self.layout(epoch, attempt)
+        plan = plan_resume(role_counts, self.batch_size, start * self.batch_size)
+        if plan is None:
+            return
+        dataset = self._dataset(epoch, attempt, role_urls, plan)
+        loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                            prefetch_factor=2 if self.num_workers else None)
+        items = iter(loader)
+        try:
+            yield from self._batches(self._merge(items, plan.phase), plan.drop)
+        finally:
+            del items  # shuts the workers down now, not at garbage collection
+
+    def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """This rank's batches of one epoch, from batch `start_batch` (resume) to the end."""
+        total = self.batches_per_epoch
+        emitted, attempt, start = start_batch, 0, start_batch
+        self.last_epoch_skipped = 0
+        while emitted < total:
+            before = emitted
+            for x, y in self._pass(epoch, attempt, start):
+                if self.train and len(x) < self.batch_size:
+                    break  # train never sees a partial batch
+                yield x, y
+                emitted += 1
+                if emitted == total:
+                    break
+            if emitted == total:
+                break
+            what = (f"{self.shards.field}: rank {self.rank} got only {emitted} of "
+                    f"{total} batches in epoch {epoch}")
+            if self.on_error == "raise" or (attempt and emitted == before):
+                raise InvalidInputError(
+                    f"{what}: its shards hold fewer readable samples than shards.json says; run "
+                    f"`phmscale data verify` on {self.shards.value!r}")
+            log.warning("%s (bad data skipped); topping up from another pass", what)
+            attempt, start = attempt + 1, 0
+        if emitted > start_batch or self.last_epoch_skipped:
+            self._log_epoch_end(epoch)
+
+    def _log_epoch_end(self, epoch: int) -> None:
+        role_counts = self.layout(epoch)[1]
+        surplus = sum(role_counts) - self.batches_per_epoch * self.batch_size
+        log.info("%s rank %d/%d epoch %d: %d batches, %d bad samples skipped, %s",
+                 self.shards.field, self.rank, self.world_size, epoch, self.batches_per_epoch,
+                 self.last_epoch_skipped,
+                 "resampled" if self.resampled else
+                 f"{max(0, int(surplus))} surplus samples dropped to keep ranks in step")
+
+    def stream(self, start_batch: int = 0) -> Iterator[Batch]:
+        """Batches forever; start_batch counts from the start of training (all epochs)."""
+        epoch, offset = divmod(start_batch, self.batches_per_epoch)
+        while True:
+            yield from self.iterate(epoch, offset)
+            epoch, offset = epoch + 1, 0
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+
+def make_loader(spec: JobSpec, split: Literal["train", "val"], rank: int = 0,
+                world_size: int = 1) -> ShardLoader:
+    """The loader for one rank: `spec.data.train` or `spec.data.val` batched for spec.model."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+    value = spec.data.train if split == "train" else spec.data.val
+    if value is None:
+        raise InvalidInputError("data.val is not set: name validation shards (e.g. the same "
+                                "builtin as data.train) or skip evaluation")
+    shards = resolve(value, split, spec.data.cache_dir, skip_errors=spec.data.on_error == "skip")
+    problems = dataset_problems(shards.dataset, spec, shards.field, value)
+    if problems:
+        raise InvalidInputError("\n".join(problems))
+    return ShardLoader(spec, split, shards, rank, world_size)
