@@ -49,11 +49,16 @@ def layer(
 def loader(
     as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
     quick: bool = typer.Option(False, "--quick", help="A small run (seconds)."),
+    source: str = typer.Option("synthetic", "--source", help="synthetic (uint8 3×32×32) or a "
+                               "built-in name: digits, mnist1d, pystdlib."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Loader worker processes."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
 ) -> None:
     """The WebDataset training loader against a plain sequential read of the same shards."""
     from phmscale.bench.loader import run
 
-    _show(run(quick=quick), "bench loader", as_json)
+    rows = run(quick=quick, source=source, workers=workers, batch_size=batch_size)
+    _show(rows, "bench loader (ratio: loader ÷ plain read)", as_json)
 
 
 @bench_app.command()

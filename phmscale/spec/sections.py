@@ -70,6 +70,11 @@ class ModelSpec(Section):
         description="Attention variant (Bermeitinger et al. 2024): standard, collapsed_qk "
         "(one matrix for WqWkᵀ), collapsed_qk_vo (also WvWo), symmetric (symmetric similarity).",
     )
+    value_output: Literal["matrix", "none"] = Field(
+        "matrix",
+        description="collapsed_qk_vo only: one per-head matrix in place of WvWo (matrix), or "
+        "none (the attended tokens are averaged over heads, no value/output parameters).",
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability.")
     num_classes: int = Field(10, ge=2, description="Classes for task=classify.")
     input_shape: list[int] = Field(
@@ -100,15 +105,18 @@ class ModelSpec(Section):
         "resnet18/34/50 and 16 for resnet20/56. Must divide by n.",
     )
     real_stem: bool = Field(
-        True, description="Keep the ResNet stem real-valued (AlgebraNets' choice)."
+        True, description="Keep the stem real-valued: the ResNet's first convolution or the "
+        "transformer's patch/token embedding (AlgebraNets' choice)."
     )
     real_head: bool = Field(
-        True, description="Keep the classifier real-valued (AlgebraNets' choice)."
+        True, description="Keep the classifier real-valued (AlgebraNets' choice); a "
+        "hypercomplex head pads its logits to a multiple of n and drops the extra ones."
     )
     width_match: Literal["none", "params", "flops"] = Field(
         "none",
         description="Scale ResNet widths so the net matches its real baseline in parameters "
-        "or FLOPs (none keeps the given width).",
+        "or FLOPs (none keeps the given width). flops uses AlgebraNets' count (a product in "
+        "an algebra of dimension n costs its multiplications ÷ n²). ResNets only.",
     )
 
     @property
@@ -166,6 +174,11 @@ class ModelSpec(Section):
                             f"input_shape {self.input_shape} is not divisible into patches of "
                             f"patch_size={self.patch_size}: choose a patch_size dividing {side}"
                         )
+            if self.width_match != "none":
+                raise ValueError(
+                    "width_match applies to kind 'resnet' only: remove it (the transformer's "
+                    "width is `dim`)"
+                )
         else:
             if self.task != "classify":
                 raise ValueError("kind 'resnet' supports task 'classify' only")

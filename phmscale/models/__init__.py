@@ -1,0 +1,64 @@
+"""Hypercomplex models: PHM-Transformer (with the reduced attention variants), AlgebraNet and
+PHC ResNets, the registry that builds them from a `ModelSpec`, their dense twins, FLOP counts
+and the summary `phmscale model summary` prints. Imports torch, phmscale.nn and phmscale.spec
+only."""
+
+from phmscale.models.attention import VARIANTS, Attention, make_attention
+from phmscale.models.flops import (
+    TRAIN_FLOPS_MULTIPLIER,
+    FlopTerm,
+    MeasuredFlops,
+    algebra_forward_flops,
+    example_input,
+    flop_terms,
+    forward_flops,
+    measure_forward_flops,
+    train_flops_per_sample,
+)
+from phmscale.models.layers import ALGEBRA_MULTS, Algebra, is_algebra_layer
+from phmscale.models.registry import (
+    build_model,
+    build_on_meta,
+    dense_twin,
+    resolve_spec,
+    twin_spec,
+)
+from phmscale.models.resnet import AlgebraResNet
+from phmscale.models.resnet_plan import layer_shapes, resnet_params
+from phmscale.models.summary import MemoryEstimate, ModelSummary, memory_per_worker, summarize
+from phmscale.models.transformer import PHMTransformer, bits_per_byte
+
+build = build_model  # DESIGN.md's flow calls it `models.build(spec.model)`
+
+__all__ = [
+    "ALGEBRA_MULTS",
+    "Algebra",
+    "AlgebraResNet",
+    "Attention",
+    "FlopTerm",
+    "MeasuredFlops",
+    "MemoryEstimate",
+    "ModelSummary",
+    "PHMTransformer",
+    "TRAIN_FLOPS_MULTIPLIER",
+    "VARIANTS",
+    "algebra_forward_flops",
+    "bits_per_byte",
+    "build",
+    "build_model",
+    "build_on_meta",
+    "dense_twin",
+    "example_input",
+    "flop_terms",
+    "forward_flops",
+    "is_algebra_layer",
+    "layer_shapes",
+    "make_attention",
+    "measure_forward_flops",
+    "memory_per_worker",
+    "resnet_params",
+    "resolve_spec",
+    "summarize",
+    "train_flops_per_sample",
+    "twin_spec",
+]
