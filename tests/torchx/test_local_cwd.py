@@ -1,0 +1,136 @@
+"""TorchX's local_cwd scheduler for real: a 2-rank job trains, checkpoints and logs one MLflow
+run; status/logs/stop/list work on the handle, here and from another process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from phmscale.errors import InvalidInputError
+from phmscale.launch import torchx as tx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _shell_app(name: str, script: str):
+    from torchx import specs
+
+    return specs.AppDef(name=name, roles=[specs.Role(
+        name=tx.ROLE, image="", entrypoint="bash", args=["-c", script], num_replicas=1,
+        resource=specs.Resource(cpu=1, gpu=0, memMB=64))])
+
+
+def _run_here(name: str, script: str) -> str:
+    cfg, _ = tx.parse_scheduler_args("local_cwd", [])
+    return tx._runner().run(_shell_app(name, script), "local_cwd", cfg=cfg)
+
+
+def test_status_logs_list_of_a_finished_app():
+    handle = _run_here("echoes", "echo first; echo second; exit 0")
+    info = tx.wait(handle, timeout=60, poll_s=0.2)
+    assert info["state"] == "SUCCEEDED" and info["terminal"] and info["succeeded"]
+    assert info["scheduler"] == "local_cwd" and handle.endswith(info["app_id"])
+    assert list(tx.logs(handle)) == ["first", "second"]
+    assert list(tx.logs(handle, follow=True)) == ["first", "second"]
+    listed = {job["handle"]: job["state"] for job in tx.list_jobs("torchx:local_cwd")}
+    assert listed[handle] == "SUCCEEDED"
+    record = tx.backend_for(handle).status(handle)
+    assert (record.status, record.terminal, record.backend) == ("SUCCEEDED", True, "torchx:local_cwd")
+    assert record.name == "echoes"
+
+    # Another process sees what TorchX left in the log directory.
+    code = ("import json, sys; from phmscale.launch import torchx as tx; h = sys.argv[1]; "
+            "print(json.dumps([tx.status(h)['state'], list(tx.logs(h))]))")
+    out = subprocess.run([sys.executable, "-c", code, handle], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["SUCCEEDED", ["first", "second"]]
+
+
+def test_follow_and_stop_a_running_app():
+    handle = _run_here("sleeper", "echo started; sleep 120; echo never")
+    deadline = time.monotonic() + 30
+    while tx.status(handle)["state"] != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    tx.stop(handle)
+    info = tx.status(handle)
+    assert info["state"] == "CANCELLED" and info["terminal"] and not info["succeeded"]
+    assert tx.backend_for(handle).status(handle).status == "STOPPED"
+    assert "never" not in list(tx.logs(handle))
+
+
+def test_local_apps_end_with_the_process_that_started_them(tmp_path):
+    """A submitter that exits without waiting takes its local_cwd ranks with it."""
+    marker = tmp_path / "alive"
+    code = ("import sys; from phmscale.launch import torchx as tx; from torchx import specs; "
+            "cfg, _ = tx.parse_scheduler_args('local_cwd', []); "
+            "app = specs.AppDef('orphan', [specs.Role('trainer', image='', entrypoint='bash', "
+            f"args=['-c', 'while true; do touch {marker}; sleep 0.2; done'])]); "
+            "h = tx._runner().run(app, 'local_cwd', cfg=cfg); "
+            "import time, pathlib; m = pathlib.Path(sys.argv[1]); "
+            "[time.sleep(0.1) for _ in range(300) if not m.exists()]; print(h)")
+    out = subprocess.run([sys.executable, "-c", code, str(marker)], capture_output=True,
+                         text=True, timeout=120, check=True)
+    handle = out.stdout.strip().splitlines()[-1]
+    time.sleep(1.0)
+    before = marker.stat().st_mtime
+    time.sleep(1.5)
+    assert marker.stat().st_mtime == before, "the app outlived its submitter"
+    assert tx.status(handle)["state"] in ("CANCELLED", "UNKNOWN", "SUCCEEDED", "FAILED")
+
+
+def test_unknown_handles_are_input_errors():
+    with pytest.raises(InvalidInputError, match="no such TorchX app"):
+        tx.status("local_cwd://torchx/nothing-here")
+    with pytest.raises(InvalidInputError, match="no such TorchX app"):
+        tx.stop("local_cwd://torchx/nothing-here")
+    with pytest.raises(InvalidInputError, match="not a TorchX handle"):
+        tx.status("quickstart-20250101-120000-ab12")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_ranks_train_checkpoint_and_log_one_mlflow_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from phmscale.spec import load_job
+    from phmscale.train.checkpoint import list_checkpoints
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sets = ["train.steps=10", "train.schedule.warmup_steps=2", "train.eval_every=5",
+            "checkpoint.every=5", f"checkpoint.dir={tmp_path}/ckpt", "data.loader_workers=0",
+            "resources.workers=2", f"tracking.uri={uri}", "tracking.experiment=torchx-e2e"]
+    job = "jobs/quickstart.yaml"
+    spec = load_job(ROOT / job, sets)
+    began = time.monotonic()
+    handle = tx.submit(spec, str(ROOT / job), "torchx:local_cwd", [], sets)
+    assert handle.startswith("local_cwd://torchx/quickstart-phm-vit-digits-")
+    try:
+        info = tx.wait(handle, timeout=270, poll_s=1.0)
+    finally:
+        if not tx.status(handle)["terminal"]:
+            tx.stop(handle)  # never leave ranks behind
+    log = "\n".join(tx.logs(handle))
+    assert info["state"] == "SUCCEEDED", log[-6000:]
+    assert time.monotonic() - began < 270
+
+    assert [c.step for c in list_checkpoints(tmp_path / "ckpt")] == [5, 10]
+    assert "phmscale: quickstart-phm-vit-digits completed at step 10/10" in log
+    assert "[default0]" in log and "[default1]" in log  # both ranks ran (torchrun's prefixes)
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("torchx-e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # rank 0 only, one run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["phmscale.launcher"] == "torchx"
+    assert run.data.tags["phmscale.torchx.handle"] == handle
+    assert run.data.tags["phmscale.world_size"] == "2"
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses] == [10]  # log_every=10: one window, logged once
+    assert "final_val_accuracy" in run.data.metrics
