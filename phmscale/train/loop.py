@@ -164,6 +164,9 @@ def train(
     model = build_model(spec.model)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.train.precision,
                                                                  torch.float32)
+    # DeepSpeed casts parameters to bf16/fp16 but leaves buffers (fixed algebra rules A,
+    # BatchNorm statistics) in fp32; a layer mixing the two would fail its first matmul.
+    model.to(dtype)
     schedule = None if "scheduler" in config else (
         lambda opt: LambdaSchedule(opt, lr_lambda(spec))
     )
