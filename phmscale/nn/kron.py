@@ -1,0 +1,69 @@
+"""W = Σᵢ kron(Aᵢ, Sᵢ) as one autograd op that allocates nothing of W's size besides W itself.
+
+Layout: A (n, n, n), S (n, p, q, *kernel) → W (n·p, n·q, *kernel) with
+W[k·p + a, j·q + b] = Σᵢ A[i, k, j]·S[i, a, b]. Viewed as W4 (n_k, p, n_j, q·z), the slab W4[k]
+is contiguous and equals Σᵢ A[i, k, :]ᵀ ⊗ S[i] batched over a:
+
+    W4[k] (p, n_j, qz) = A[:, k, :]ᵀ (n_j, n_i) @ S.permute(1, 0, 2) (p, n_i, qz)
+
+so n batched GEMMs write W in its final layout. Why not one GEMM, (n_k·n_j, n) @ (n, p·q·z),
+then a transposing copy: that needs a second W-sized buffer forward and a third (the transposed
+gradient) backward. On Linux a buffer over 32 MiB (glibc's largest mmap threshold) is fresh
+pages every step: at width 4096 (64 MiB) each costs ~45 ms of page faults on the reference VM
+(16 k faults), measured 168-193 ms vs 56-116 ms per forward+backward for this version; at
+width 1024 (4 MiB, reused from the heap) both run in 2-5 ms.
+
+Backward, from dW viewed as G4 (n_k, p, n_j, qz):
+    dA[:, k, :] = Σ_a S[:, a, :] @ G4[k, a]ᵀ         (bmm over a, then a sum of (p, n, n))
+    dS[:, a, :] = Σ_k A[:, k, :] @ G4[k, a]          (baddbmm accumulation over k)
+Both read dW once in place; no transposed copy of it. Multiply-adds: 2·n·out·in per pass, i.e.
+n/rows of the layer's GEMMs (under 1% at n = 16 and 2048 rows).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class KronSum(torch.autograd.Function):
+    """autograd op: (A, S) → Σᵢ kron(Aᵢ, Sᵢ) over S's first two axes (see the module doc)."""
+
+    @staticmethod
+    def forward(ctx: Any, A: Tensor, S: Tensor) -> Tensor:
+        n, p, q = S.shape[:3]
+        kernel = S.shape[3:]
+        s3 = S.reshape(n, p, -1)  # (n_i, p, q·z)
+        ctx.save_for_backward(A, s3)
+        ctx.s_shape = S.shape
+        w4 = torch.empty(n, p, n, s3.shape[2], dtype=S.dtype, device=S.device)  # (k, a, j, bz)
+        s_by_row = s3.transpose(0, 1)  # (p, n_i, qz): a view, batched over a
+        for k in range(n):
+            torch.matmul(A[:, k, :].t(), s_by_row, out=w4[k])  # (n_j, n_i) @ (p, n_i, qz)
+        return w4.view(n * p, n * q, *kernel)
+
+    @staticmethod
+    def backward(ctx: Any, grad_w: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        A, s3 = ctx.saved_tensors
+        n, p, qz = s3.shape
+        g4 = grad_w.reshape(n, p, n, qz)  # (k, a, j, bz)
+        s_by_row = s3.transpose(0, 1)  # (p, n_i, qz)
+        grad_a = grad_s = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.empty_like(A)
+            for k in range(n):
+                # (p, n_i, qz) @ (p, qz, n_j) → (p, n_i, n_j), summed over a
+                grad_a[:, k, :] = torch.bmm(s_by_row, g4[k].transpose(1, 2)).sum(0)
+        if ctx.needs_input_grad[1]:
+            acc = torch.zeros(p, n, qz, dtype=grad_w.dtype, device=grad_w.device)  # (a, i, bz)
+            for k in range(n):
+                acc.baddbmm_(A[:, k, :].expand(p, n, n), g4[k])  # (p, n_i, n_j) @ (p, n_j, qz)
+            grad_s = acc.transpose(0, 1).reshape(ctx.s_shape)
+        return grad_a, grad_s
+
+
+def kron_sum(A: Tensor, S: Tensor) -> Tensor:
+    """Σᵢ kron(Aᵢ, Sᵢ) over S's first two axes: (n·p, n·q, *kernel); differentiable."""
+    return KronSum.apply(A, S)
