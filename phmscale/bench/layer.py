@@ -12,11 +12,18 @@ warm-up, as medians of repeats; ratios > 1 mean PHM is faster):
 
 The kron-loop reference builds W = Σᵢ kron(Aᵢ, Sᵢ) with a Python loop every forward, as public
 PHM implementations do.
+
+On a machine shared with other jobs, set OMP_WAIT_POLICY=PASSIVE (read when torch loads, so in
+the shell): with the default spinning policy every multi-threaded kernel waits for its
+descheduled partner thread. On the reference 2-core VM at load ~4, one PHMLinear decode call
+(n = 4, width 4096) took 22 ms by default, 174 ms with ACTIVE and 2.5 ms with PASSIVE, while
+the single dense GEMV stayed at 4-9 ms. Each row records `load`.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -114,6 +121,10 @@ def _rotation(module: nn.Module, cold_bytes: int) -> list[nn.Module]:
 
 
 def _decode_call(modules: list[nn.Module], x: Tensor) -> Callable[[], object]:
+    """Calls cycling through `modules`; each is called once here, so every copy's eval-time
+    cache (PHM's side-by-side S) is built before timing, as in a decode loop's steady state."""
+    for module in modules:
+        module(x)
     state = {"i": 0}
 
     def call() -> object:
@@ -164,6 +175,9 @@ def _row(case: str, n: int, width: int, rows: int, dense_ms: float, phm_ms: floa
         "phm_vs_dense": round(dense_ms / phm_ms, 3),
         "phm_vs_kron_loop": round(kron_ms / phm_ms, 3),
         "threads": torch.get_num_threads(),
+        # 1-minute load average when the row was written: above `threads`, other processes
+        # shared the cores and every timing (PHM's multi-kernel paths most) is inflated
+        "load": round(os.getloadavg()[0], 2),
     }
 
 

@@ -36,15 +36,16 @@ ALGORITHMS: tuple[str, ...] = ("auto", "materialize", "structured")
 # rebuilt), structured moves activations n× wider than the layer's (R·n·out values), so the
 # break-even is near R·n = in; structured also adds 2·R·n²·out (A-first: n²·in) multiply-adds
 # for mixing by A, n²/in of the GEMM (6% at n=16, in=4096; 25% at n=16, in=1024), which moves
-# the break-even below R·n = in. Measured at widths 1024 and 4096, n = 2…16, as CPU time on
-# one core of the reference 2-core EPYC:
-# - W rebuilt every call (training, grad on): structured ahead up to R·n = in/2 (1.0-1.6× at
-#   in/2…in/4, 2-75× at a few rows), behind at R·n = in (0.85-0.96×): factor 2.
+# the break-even below R·n = in. Measured at widths 1024 and 4096, n = 2…16 on the reference
+# 2-core EPYC (one core and two, on a shared machine, so ±20%):
+# - W rebuilt every call (training, grad on): structured ahead at R·n = in/4 everywhere
+#   (1.2-3×, 2-75× at a few rows), mixed at in/2 (0.8-1.6×), behind at R·n = in (0.7-0.97×):
+#   factor 4.
 # - W cached (eval under no_grad): materialize only reads W, so structured must win on bytes
-#   alone: ahead up to R·n = in/8 (1.05-1.4×), mixed at in/4 (0.88-1.37×), behind at in
-#   (0.6-0.9×): factor 8.
-ROW_FACTOR_REBUILT = 2
-ROW_FACTOR_CACHED = 8
+#   alone: ahead at R·n = in/16 (1.15-2×), mixed at in/8…in/4 (0.65-1.4×), behind at in
+#   (0.25-0.9×): factor 16.
+ROW_FACTOR_REBUILT = 4
+ROW_FACTOR_CACHED = 16
 
 
 def check_algorithm(algorithm: str) -> str:
@@ -57,8 +58,8 @@ def check_algorithm(algorithm: str) -> str:
 
 
 def choose_algorithm(rows: int, n: int, in_features: int, weight_cached: bool = False) -> str:
-    """`structured` for few rows, else `materialize`: rows·n <= in/2 when W would be rebuilt,
-    rows·n <= in/8 when a cached W exists (see ROW_FACTOR_REBUILT / ROW_FACTOR_CACHED).
+    """`structured` for few rows, else `materialize`: rows·n <= in/4 when W would be rebuilt,
+    rows·n <= in/16 when a cached W exists (see ROW_FACTOR_REBUILT / ROW_FACTOR_CACHED).
 
     n = 1 is a plain dense layer: W = A₀·S₀ costs one scale, so it always materializes.
     """

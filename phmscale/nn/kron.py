@@ -10,8 +10,10 @@ so n batched GEMMs write W in its final layout. Why not one GEMM, (n_k·n_j, n) 
 then a transposing copy: that needs a second W-sized buffer forward and a third (the transposed
 gradient) backward. On Linux a buffer over 32 MiB (glibc's largest mmap threshold) is fresh
 pages every step: at width 4096 (64 MiB) each costs ~45 ms of page faults on the reference VM
-(16 k faults), measured 168-193 ms vs 56-116 ms per forward+backward for this version; at
-width 1024 (4 MiB, reused from the heap) both run in 2-5 ms.
+(16 k faults), measured 168-193 ms vs 56-116 ms per forward+backward for this version, and a
+whole training step of a 4096² layer on 512 rows ran at 0.80-0.83× nn.Linear with GEMM + copy
+vs 0.90-0.91× with this version (CPU time, one core). At width 1024 (4 MiB, reused from the
+heap) both build W forward + backward in 2-5 ms and a 2048-row step runs at 0.95-0.97×.
 
 Backward, from dW viewed as G4 (n_k, p, n_j, qz):
     dA[:, k, :] = Σ_a S[:, a, :] @ G4[k, a]ᵀ         (bmm over a, then a sum of (p, n, n))

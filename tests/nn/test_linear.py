@@ -64,7 +64,7 @@ def test_functional_algorithms_agree_on_wide_shapes() -> None:
 def test_dispatcher_picks_structured_only_for_few_rows() -> None:
     assert choose_algorithm(1, 4, 4096) == "structured"
     assert choose_algorithm(8, 16, 4096, weight_cached=True) == "structured"
-    assert choose_algorithm(64, 16, 4096, weight_cached=False) == "structured"
+    assert choose_algorithm(32, 16, 4096, weight_cached=False) == "structured"
     assert choose_algorithm(64, 16, 4096, weight_cached=True) == "materialize"
     assert choose_algorithm(2048, 4, 1024) == "materialize"
     assert choose_algorithm(1, 1, 4096) == "materialize"  # n = 1 is a dense layer
