@@ -89,3 +89,11 @@ def _isolated_cache(tmp_path_factory):
     os.environ["PHMSCALE_CACHE"] = str(tmp_path_factory.mktemp("phmscale-cache"))
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI into this process's environment;
+    without this, one in-process tracking test would redirect every later CLI subprocess."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield

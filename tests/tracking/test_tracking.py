@@ -47,14 +47,14 @@ def test_resumed_run_logs_every_step_once(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     spec = tiny_spec(tmp_path, **{"train.steps": 20, "checkpoint.every": 5})
     batches = global_batches(20, 8)
-    hook1, r1 = _train(spec, uri, batches, max_steps=12)  # stops at 12; last checkpoint 10
+    hook1, r1 = _train(spec, uri, batches, max_steps=12)  # stops (and saves) at step 12
     hook2, r2 = _train(spec, uri, batches)
-    assert r2.start_step == 10 and hook2.run_id == hook1.run_id
+    assert r2.start_step == 12 and hook2.run_id == hook1.run_id
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("phmscale")
     assert len(client.search_runs([exp.experiment_id])) == 1
     steps = sorted(m.step for m in client.get_metric_history(hook1.run_id, "loss"))
-    assert steps == list(range(1, 21))  # 11 and 12 were recomputed, logged once
+    assert steps == list(range(1, 21))  # every step exactly once across the two runs
 
 
 def test_secrets_redacted(tmp_path):
