@@ -160,7 +160,7 @@ def test_stop_then_resubmit_resumes_with_one_mlflow_run(ray_cluster, job_env, tm
     kept = checkpoints(ckpt, name)
     assert kept and kept[-1] < 100
     client, runs = mlflow_runs(job_env, name)
-    assert len(runs) == 1 and runs[0].info.status in ("KILLED", "RUNNING")
+    assert len(runs) == 1 and runs[0].info.status == "KILLED", runs[0].info.status
 
     again = submit(ray_cluster, job_env, *sets, name=name, ckpt=ckpt)
     followed = run_cli("logs", again, "--follow", "--address", ray_cluster.url, env=job_env,
@@ -188,8 +188,10 @@ def test_killed_worker_restarts_from_checkpoint(ray_cluster, job_env, tmp_path):
     job_id = submit(ray_cluster, job_env, "--set", "train.steps=100",
                     "--set", "checkpoint.every=10", name=name, ckpt=ckpt)
     wait_until(lambda: checkpoints(ckpt, name), 180, "the first checkpoint")
+    ray_job = status(ray_cluster, job_env, job_id)["native_id"]  # the driver's Ray job id
     workers = list_actors(address=ray_cluster.url, detail=True,
-                          filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                          filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"),
+                                   ("job_id", "=", ray_job)])
     assert len(workers) == 2, workers
     victim = max(workers, key=lambda a: a.pid)  # either rank will do
     os.kill(victim.pid, signal.SIGKILL)

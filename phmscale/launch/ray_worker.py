@@ -1,0 +1,305 @@
+"""What every Ray Train worker runs: restore, the engine's loop, report.
+
+Checkpoints go through Ray Train's storage, in the engine's own layout:
+1. On (re)start each worker empties a worker-local scratch directory and, if Ray Train has a
+   checkpoint for this run (`ray.train.get_checkpoint()`: the latest one reported in this run,
+   or in an earlier run with the same storage_path and name), downloads it there as
+   `<scratch>/checkpoints/step_XXXXXXXX/` — so the engine's `latest_checkpoint` finds it,
+   `COMPLETE` marker included.
+2. The engine saves every `checkpoint.every` steps into that scratch directory (each rank its
+   own shards; rank 0 also the model states and the marker).
+3. `RayReport.on_checkpoint` runs on every rank at the same step: each rank reports its
+   `step_XXXXXXXX/` with `Checkpoint.from_directory`, under the directory name
+   `step_XXXXXXXX`; Ray merges all ranks' files into `<checkpoint.dir>/<job name>/step_XXXXXXXX/`
+   (RunConfig(storage_path=checkpoint.dir, name=job name); `phmscale run` keeps its own
+   checkpoints directly in `<checkpoint.dir>/step_XXXXXXXX/`, so the two never mix: a ZeRO
+   checkpoint of N workers is not one a single process should resume from).
+
+Every rank calls `ray.train.report` the same number of times: once per checkpoint and once at
+the end (Ray Train V2 treats report as a barrier). `RankZeroReport` sets the dashboard gauges
+(samples/s, loss, step) and writes one progress line per logging window to the job's log.
+
+The MLflow run survives worker-group restarts two ways: the run id rides in the checkpoint's
+client state (the engine's doing), and, for a restart before the first checkpoint, rank 0 keeps
+it in a small actor the driver owns (`JobState`) which the next rank 0 reads back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+
+from phmscale.spec import JobSpec
+from phmscale.train.checkpoint import MARKER
+from phmscale.train.hooks import HookList, Hooks, RunInfo
+
+SCRATCH_ENV = "PHMSCALE_RAY_SCRATCH"  # where workers keep local checkpoint copies
+MLFLOW_BATCH = 1000  # metrics per log_batch call (MLflow's limit)
+COMMIT_TIMEOUT_S = 600.0  # a controller that has not registered a checkpoint by then is gone
+
+
+@ray.remote(num_cpus=0)
+class JobState:
+    """What the driver and the workers of one job share, in a small actor the driver owns:
+    the MLflow run id (for a worker group restarted before any checkpoint) and the current
+    worker group's actors (so `phmscale stop` can end them before they notice the driver
+    going and close the MLflow run as FAILED)."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.workers: dict[int, Any] = {}
+
+    def set(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def get(self) -> str | None:
+        return self.run_id
+
+    def add_worker(self, rank: int, actor: Any) -> None:
+        self.workers[rank] = actor
+
+    def worker_actors(self) -> list[Any]:
+        return list(self.workers.values())
+
+
+def scratch_dir(job_name: str, rank: int) -> Path:
+    """Stable across restarts on purpose: MLflow logs the spec (checkpoint.dir included) as
+    immutable params, and a restarted rank 0 may log them again into the same run."""
+    root = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()) / "phmscale-ray"
+    return root / job_name / f"rank_{rank:05d}"
+
+
+def run_dir(spec: JobSpec) -> str:
+    """Where Ray Train keeps this job's checkpoints: RunConfig(storage_path, name)."""
+    return f"{spec.checkpoint_dir.rstrip('/')}/{spec.name}"
+
+
+def restore(checkpoint: Any, into: Path) -> Path | None:
+    """Download a Ray Train checkpoint (`…/step_XXXXXXXX`) to `into/step_XXXXXXXX`."""
+    if checkpoint is None:
+        return None
+    tag = Path(str(checkpoint.path).rstrip("/")).name
+    target = into / tag
+    checkpoint.to_directory(str(target))
+    if not (target / MARKER).is_file():
+        raise RuntimeError(f"Ray Train checkpoint {checkpoint.path} has no {MARKER} marker: "
+                           "it was not written by phmscale's engine")
+    return target
+
+
+class Gauges:
+    """Dashboard metrics (Prometheus via Ray's metrics agent), set from rank 0."""
+
+    def __init__(self, job: str, submission_id: str):
+        from ray.util.metrics import Gauge
+
+        keys = ("job", "submission_id")
+        self.tags = {"job": job, "submission_id": submission_id}
+        self.samples = Gauge("phmscale_samples_per_s", "Training throughput (all workers)",
+                             tag_keys=keys)
+        self.loss = Gauge("phmscale_loss", "Training loss (last logging window)", tag_keys=keys)
+        self.step = Gauge("phmscale_step", "Optimizer steps done", tag_keys=keys)
+
+    def set(self, step: int, metrics: dict[str, float]) -> None:
+        self.step.set(step, tags=self.tags)
+        if "samples_per_s" in metrics:
+            self.samples.set(metrics["samples_per_s"], tags=self.tags)
+        if "loss" in metrics:
+            self.loss.set(metrics["loss"], tags=self.tags)
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+class RayReport(Hooks):
+    """Every rank, *before* the MLflow hook in the list.
+
+    - on_start (rank 0): hand over the run id of an earlier worker group of this job when
+      the checkpoint did not carry one (HookList passes it to the MLflow hook as info.run_id).
+    - on_checkpoint: `ray.train.report` this rank's shard directory; rank 0 then waits until
+      Ray Train has committed it. This runs before MLflow flushes the steps since the last
+      checkpoint, so a worker group that dies (or a job stopped) between the engine's save and
+      the commit has not logged steps that the resumed group will log again: each step
+      reaches MLflow exactly once.
+    - on_end: one last report (no checkpoint; the loop saved at the last step already).
+    """
+
+    def __init__(self, store: Any):
+        self.store = store
+        self.rank = 0
+        self.last: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    def on_start(self, info: RunInfo) -> str | None:
+        self.rank = info.rank
+        if info.rank != 0 or info.run_id or self.store is None:
+            return None
+        return ray.get(self.store.get.remote())
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.last = _numbers(metrics)
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self.last_eval = _numbers(metrics)
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        from ray.train import Checkpoint
+
+        local = Path(path)
+        local.mkdir(parents=True, exist_ok=True)  # a rank with no shard of its own (ZeRO-0)
+        ray.train.report({"step": step, **self.last, **self.last_eval},
+                         checkpoint=Checkpoint.from_directory(str(local)),
+                         checkpoint_dir_name=local.name,
+                         delete_local_checkpoint_after_upload=True)
+        if self.rank == 0:
+            # report() returns once the files are uploaded; the controller registers the
+            # checkpoint (and writes its snapshot to storage) at its next poll, up to
+            # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S later. A job stopped in between resumes from the
+            # previous checkpoint, so MLflow (next in the hook list) must not see these steps
+            # before the checkpoint is committed.
+            from ray.train import CheckpointConsistencyMode
+
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=COMMIT_TIMEOUT_S)
+
+    def on_end(self, result: Any) -> None:
+        if result.status == "failed":
+            return  # other ranks may never get here: no collective report
+        ray.train.report({"step": result.step, "status": result.status,
+                          "run_id": result.run_id or "", **_numbers(result.metrics),
+                          **_numbers(result.eval)})
+
+
+class RankZeroReport(Hooks):
+    """Rank 0, *after* the MLflow hook: keeps the run id for a restarted group, sets the
+    dashboard gauges, and writes one progress line per event to the job's log."""
+
+    def __init__(self, store: Any, run_dir: str, submission_id: str, gauges: bool = True):
+        self.store = store
+        self.run_dir = run_dir
+        self.submission_id = submission_id
+        self.want_gauges = gauges
+        self.gauges: Gauges | None = None
+        self.active = False
+        self.total = 0
+
+    def _say(self, text: str) -> None:
+        # Not print(): Ray Train patches it into a logger that also tees to stdout once a
+        # library (MLflow) has wrapped sys.stdout, so every line would reach the job log twice.
+        if self.active and sys.__stdout__ is not None:
+            sys.__stdout__.write(f"[phmscale] {text}\n")
+            sys.__stdout__.flush()
+
+    def on_start(self, info: RunInfo) -> str | None:
+        self.active, self.total = info.rank == 0, info.spec.train.steps
+        if not self.active:
+            return None
+        if info.run_id and self.store is not None:
+            ray.get(self.store.set.remote(info.run_id))
+        if self.want_gauges:
+            self.gauges = Gauges(info.spec.name, self.submission_id)
+            self.gauges.set(info.start_step, {})
+        how = f"resuming from step {info.start_step}" if info.resumed else "starting from step 0"
+        run = f"; MLflow run {info.run_id}" if info.run_id else ""
+        self._say(f"{info.world_size} workers, {how} of {self.total}{run}")
+        return None
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.active:
+            return
+        values = _numbers(metrics)
+        if self.gauges is not None:
+            self.gauges.set(step, values)
+        self._say(f"step {step}/{self.total} loss {values.get('loss', float('nan')):.4f} "
+                  f"{values.get('samples_per_s', 0.0):.1f} samples/s (t={time.time():.3f})")
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        self._say(f"eval at step {step}: " +
+                  ", ".join(f"{k} {v:.4f}" for k, v in _numbers(metrics).items()))
+
+    def on_checkpoint(self, step: int, path: str) -> None:
+        self._say(f"checkpoint at step {step} saved to {self.run_dir}/{Path(path).name}")
+
+    def on_end(self, result: Any) -> None:
+        self._say(f"{result.status} at step {result.step}/{self.total} in {result.wall_s:.1f} s")
+
+
+def _mlflow_hook(spec: JobSpec, tags: dict[str, str]) -> Hooks:
+    """`tracking_hooks`' MLflow hook, whose flush writes a checkpoint's window of steps in one
+    `log_batch` (one transaction in a SQL store, one request to a server) instead of one call
+    per step: a worker killed mid-flush (`phmscale stop`, a lost node) then leaves either all
+    of those steps or none, and the resumed group logs the missing ones exactly once."""
+    from phmscale.tracking.mlflow_hook import MLflowHook
+    from phmscale.tracking.uri import check_reachable, resolve_uri
+
+    class AtomicFlushMLflowHook(MLflowHook):
+        def flush(self) -> None:
+            if not self.buffer:
+                return
+            from mlflow.entities import Metric
+            from mlflow.tracking import MlflowClient
+
+            now = int(time.time() * 1000)
+            batch = [Metric(key, float(value), now, step)
+                     for step, metrics in self.buffer for key, value in metrics.items()]
+            client = MlflowClient(self.uri)
+            for start in range(0, len(batch), MLFLOW_BATCH):  # MLflow's per-call limit
+                client.log_batch(self.run_id, metrics=batch[start:start + MLFLOW_BATCH])
+            for step, metrics in self.buffer:
+                for key, value in metrics.items():
+                    self.history.setdefault(key, []).append((step, value))
+            self.buffer.clear()
+
+    uri = resolve_uri(spec)
+    check_reachable(uri)
+    return AtomicFlushMLflowHook(uri, "ray", tags)
+
+
+def train_fn(config: dict[str, Any]) -> None:
+    """The per-worker function `TorchTrainer` runs (the process group is already up)."""
+    spec: JobSpec = config["spec"]
+    use_gpu = spec.resources.gpus_per_worker > 0
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before anything imports deepspeed
+    from phmscale.train.loop import train
+
+    rank = ray.train.get_context().get_world_rank()
+    scratch = scratch_dir(spec.name, rank)
+    shutil.rmtree(scratch, ignore_errors=True)  # never mix in files of an earlier attempt
+    local_ckpt = scratch / "checkpoints"
+    local_ckpt.mkdir(parents=True)
+    if spec.checkpoint.resume:
+        restore(ray.train.get_checkpoint(), local_ckpt)
+    # The engine saves to and resumes from worker-local scratch; Ray Train moves the files.
+    worker_spec = spec.model_copy(deep=True)
+    worker_spec.checkpoint.dir = str(local_ckpt)
+
+    from phmscale.launch.mlflow_link import job_tag
+
+    submission_id = config["submission_id"]
+    tags = {"phmscale.spec_hash": config["spec_hash"], job_tag(submission_id): "1",
+            "phmscale.ray_job_id": submission_id, "phmscale.checkpoint_storage": run_dir(spec)}
+    store = config.get("run_store")
+    if store is not None:
+        store.add_worker.remote(rank, ray.get_runtime_context().current_actor)
+    hooks: list[Hooks] = [RayReport(store)]
+    hooks.append(_mlflow_hook(worker_spec, tags))
+    hooks.append(RankZeroReport(store, run_dir(spec), submission_id,
+                                gauges=config.get("gauges", True)))
+    try:
+        train(worker_spec, hooks=HookList(hooks), use_gpu=use_gpu)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            scratch.parent.rmdir()  # the job's folder, once no rank uses it
+        except OSError:
+            pass
