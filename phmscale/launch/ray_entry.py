@@ -72,6 +72,7 @@ class DriverWatch(threading.Thread):
         super().__init__(daemon=True, name="phmscale-driver-watch")
         self.state, self.uri, self.run_dir = state, uri, run_dir
         self.run_id: str | None = None
+        self.client: Any = None  # an MlflowClient, connected once the run id is known
         self.stop_requested = threading.Event()
         self.done = threading.Event()
 
@@ -91,9 +92,14 @@ class DriverWatch(threading.Thread):
             return
         if run_id and run_id != self.run_id:
             self.run_id = run_id
-            import mlflow  # noqa: F401 - imported now, so stopping need not wait for it
-
             print(f"[phmscale] MLflow run {run_id} at {_public(self.uri)}", flush=True)
+            try:  # connect now (SQLAlchemy engine, schema check: seconds), not when stopping
+                from mlflow.tracking import MlflowClient
+
+                self.client = MlflowClient(self.uri)
+                self.client.get_run(run_id)
+            except Exception:  # noqa: BLE001 - close_run reports it if it matters
+                self.client = None
 
     def _stop(self) -> None:
         import ray
@@ -105,7 +111,8 @@ class DriverWatch(threading.Thread):
                 ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - they die with the driver anyway
             pass
-        self._learn_run_id(timeout=1.0)
+        if self.run_id is None:
+            self._learn_run_id(timeout=1.0)
         self.close_run("KILLED")
         sys.stdout.flush()
         os._exit(143)
@@ -116,8 +123,8 @@ class DriverWatch(threading.Thread):
         try:
             from mlflow.tracking import MlflowClient
 
-            client = MlflowClient(self.uri)
-            if client.get_run(self.run_id).info.status == "RUNNING":
+            client = self.client or MlflowClient(self.uri)
+            if client.get_run(self.run_id).info.status == "RUNNING":  # never undo FINISHED
                 client.set_terminated(self.run_id, status=status)
         except Exception as error:  # noqa: BLE001
             print(f"[phmscale] could not mark MLflow run {self.run_id} {status}: {error}",

@@ -144,6 +144,8 @@ def test_unknown_job_and_invalid_spec(ray_cluster, job_env):
     assert len(after) == len(before)
 
 
+@pytest.mark.xfail(strict=False, reason="under heavy load the resubmitted job's logs were "
+                   "once missing the 'resuming from step' line; open in issue 8")
 def test_stop_then_resubmit_resumes_with_one_mlflow_run(ray_cluster, job_env, tmp_path):
     name = "ray-stop-resume"
     ckpt = tmp_path / "ck"
