@@ -99,15 +99,13 @@ def submit(
                                 "scheduler request and submit nothing."),
 ) -> None:
     """Submit a job to a Ray cluster: Ray Train runs resources.workers workers with DeepSpeed."""
-    from phmscale.data import check_data
+    from phmscale.cli.job import check_job_data
     from phmscale.errors import InvalidInputError
     from phmscale.spec import load_job
 
     # Everything that can be wrong with the job is found here, before any cluster is touched.
     spec = load_job(job, set_)
-    problems = check_data(spec, world_size=spec.resources.workers)
-    if problems:
-        raise InvalidInputError("\n".join(problems))
+    check_job_data(spec, str(job), world_size=spec.resources.workers)
     if scheduler is not None:
         _submit_torchx(spec, job, set_, scheduler, scheduler_args, dryrun, follow)
         return

@@ -136,15 +136,8 @@ def plot(rows: list[RunRow], uri: str, out: Path, loss_key: str = "loss") -> lis
             for x, y, name in pts:
                 ax.annotate(name, (x, y), fontsize=6, alpha=0.7)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(rows[0].quality_metric if rows else "quality")
-    ax.set_title("quality against parameters")
-    ax.grid(alpha=0.3)
-    if rows:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, out, "parameters", rows[0].quality_metric if rows else "quality",
+            "quality against parameters", legend=bool(rows))
 
     client = MlflowClient(uri)
     loss_out = out.with_name(out.stem + "-loss.png")
@@ -153,13 +146,19 @@ def plot(rows: list[RunRow], uri: str, out: Path, loss_key: str = "loss") -> lis
         points = sorted((p.step, p.value) for p in client.get_metric_history(r.run_id, loss_key))
         if points:
             ax.plot(*zip(*points, strict=True), label=r.name)
-    ax.set_xlabel("step")
-    ax.set_ylabel(loss_key)
-    ax.set_title("training loss")
+    _finish(plt, fig, ax, loss_out, "step", loss_key, "training loss", legend=bool(rows))
+    return [out, loss_out]
+
+
+def _finish(plt: Any, fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str,
+            legend: bool) -> None:
+    """Label, grid, legend, save at 120 dpi and close: the same for both plots."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    if rows:
+    if legend:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(loss_out, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [out, loss_out]

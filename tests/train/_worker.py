@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from tests.train._tiny import Recorder, global_batches, rank_source, tiny_spec
 from phmscale.train.loop import train
+from tests.train._tiny import Recorder, global_batches, rank_source, tiny_spec
 
 
 def main() -> None:
