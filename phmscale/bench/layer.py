@@ -17,7 +17,10 @@ On a machine shared with other jobs, set OMP_WAIT_POLICY=PASSIVE (read when torc
 the shell): with the default spinning policy every multi-threaded kernel waits for its
 descheduled partner thread. On the reference 2-core VM at load ~4, one PHMLinear decode call
 (n = 4, width 4096) took 22 ms by default, 174 ms with ACTIVE and 2.5 ms with PASSIVE, while
-the single dense GEMV stayed at 4-9 ms. Each row records `load`.
+the single dense GEMV stayed at 4-9 ms. On an idle machine keep the default: PASSIVE puts the
+threads to sleep between kernels, and waking them costs ~0.15 ms per multi-threaded kernel
+(PHM decode at n = 16 runs 3 kernels in 0.4 ms, so it measured 0.67 ms with PASSIVE). Each row
+records `load`.
 """
 
 from __future__ import annotations
