@@ -22,7 +22,7 @@ WARMUP = 3
 def _bare_loop(spec: JobSpec, batches: list[tuple[torch.Tensor, torch.Tensor]],
                steps: int) -> list[float]:
     from phmscale.models import build_model
-    from phmscale.train.loop import loss_fn
+    from phmscale.train.evaluate import loss_fn
 
     torch.manual_seed(spec.train.seed)
     model = build_model(spec.model)

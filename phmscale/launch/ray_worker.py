@@ -71,8 +71,8 @@ class JobState:
 
 
 def scratch_dir(job_name: str, rank: int) -> Path:
-    """Stable across restarts on purpose: MLflow logs the spec (checkpoint.dir included) as
-    immutable params, and a restarted rank 0 may log them again into the same run."""
+    """Per job and rank, the same across restarts: a restarted worker empties and reuses it
+    rather than leaving a directory per attempt behind."""
     root = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()) / "phmscale-ray"
     return root / job_name / f"rank_{rank:05d}"
 
@@ -279,9 +279,6 @@ def train_fn(config: dict[str, Any]) -> None:
     local_ckpt.mkdir(parents=True)
     if spec.checkpoint.resume:
         restore(ray.train.get_checkpoint(), local_ckpt)
-    # The engine saves to and resumes from worker-local scratch; Ray Train moves the files.
-    worker_spec = spec.model_copy(deep=True)
-    worker_spec.checkpoint.dir = str(local_ckpt)
 
     from phmscale.launch.mlflow_link import job_tag
 
@@ -292,11 +289,13 @@ def train_fn(config: dict[str, Any]) -> None:
     if store is not None:
         store.add_worker.remote(rank, ray.get_runtime_context().current_actor)
     hooks: list[Hooks] = [RayReport(store)]
-    hooks.append(_mlflow_hook(worker_spec, tags))
+    hooks.append(_mlflow_hook(spec, tags))
     hooks.append(RankZeroReport(store, run_dir(spec), submission_id,
                                 gauges=config.get("gauges", True)))
     try:
-        train(worker_spec, hooks=HookList(hooks), use_gpu=use_gpu)
+        # The engine saves to and resumes from worker-local scratch; Ray Train moves the
+        # files. The spec stays the user's, so MLflow logs their checkpoint.dir.
+        train(spec, hooks=HookList(hooks), use_gpu=use_gpu, checkpoint_dir=str(local_ckpt))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         try:

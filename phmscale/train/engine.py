@@ -1,0 +1,67 @@
+"""Everything the loop needs before its first step: the DeepSpeed engine on this rank.
+
+Order matters: the config is checked by DeepSpeed's own parser before any process group
+starts (a bad `train.deepspeed` key fails in a second, not after a rendezvous), the model is
+built under the job's seed on every rank (identical init without a broadcast), and DeepSpeed
+is imported only after DS_ACCELERATOR is pinned for CPU runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from phmscale.spec import JobSpec
+from phmscale.train.config import check_deepspeed_config, deepspeed_config, lr_lambda
+from phmscale.train.dist import DistEnv, dist_env, init_distributed
+from phmscale.train.schedule import LambdaSchedule
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class EngineParts:
+    env: DistEnv
+    engine: Any  # deepspeed.DeepSpeedEngine
+    scheduler: Any  # ours (LambdaSchedule) or DeepSpeed's, from train.deepspeed
+    model: torch.nn.Module
+    config: dict[str, Any]
+    dtype: torch.dtype
+
+
+def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
+    """Config → process group → model → `deepspeed.initialize` for this rank."""
+    env = dist_env(use_gpu)
+    if env.device.type == "cpu":  # before DeepSpeed's import picks (and warns about) one
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)  # its INFO lines per engine/checkpoint drown the bar
+
+    from phmscale.models import build_model
+
+    config = deepspeed_config(spec, env.world_size)
+    check_deepspeed_config(config)
+    init_distributed(env)
+
+    torch.manual_seed(spec.train.seed)  # identical init on every rank
+    model = build_model(spec.model)
+    dtype = DTYPES.get(spec.train.precision, torch.float32)
+    # DeepSpeed casts parameters to bf16/fp16 but leaves buffers (fixed algebra rules A,
+    # BatchNorm statistics) in fp32; a layer mixing the two would fail its first matmul.
+    model.to(dtype)
+    schedule = None if "scheduler" in config else (
+        lambda opt: LambdaSchedule(opt, lr_lambda(spec))
+    )
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=config,
+        lr_scheduler=schedule,
+    )
+    return EngineParts(env, engine, scheduler, model, config, dtype)
