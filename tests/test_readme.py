@@ -17,6 +17,7 @@ def _commands() -> list[str]:
 def test_first_two_commands_install_then_quickstart_and_tests():
     quickstart, tests = _commands()[:2]
     assert "pip install torch==2.13.0" in quickstart and "jobs/quickstart.yaml" in quickstart
+    assert "--address local" in quickstart  # the embedded defaults: local Ray, MLflow on SQLite
     assert "pip install torch==2.13.0" in tests and tests.rstrip().endswith("pytest")
 
 
