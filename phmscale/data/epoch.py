@@ -1,13 +1,15 @@
-"""What each DataLoader worker runs for one epoch of one rank: `EpochDataset`.
+"""What each DataLoader worker runs for one rank: `EpochDataset` (one epoch) and
+`EpochStream` (epochs e, e+1, … in sequence, so a training stream keeps its workers).
 
 Worker w (its "role") reads its share of the rank's shards through webdataset's stages:
 
     shard URLs (or wds.ResampledShards) → wds.tarfile_to_samples → wds.shuffle (seeded)
-    → skip (resume) → decode → wds.batched into chunks of batch_size → tagged with the role
+    → skip (resume) → decode → wds.batched into chunks of batch_size → tagged with role, epoch
 
-Each chunk carries its role and the count of samples skipped since the previous chunk; a last
-item marks the role's end, and an error travels in-band (the main process raises it without a
-worker traceback pasted into the message). `ReadState` follows the shard and sample being read,
+Each chunk carries its role, its epoch and the count of samples skipped since the previous
+chunk; a last item marks the role's end of that epoch, and an error travels in-band (the main
+process raises it without a worker traceback pasted into the message). A resampled role never
+runs dry, so it stops after the chunks the main process will merge from it that epoch. `ReadState` follows the shard and sample being read,
 so every error names both, and counts samples that shards.json promised but the shard did not
 deliver (a truncated tar) as skipped.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -88,6 +90,8 @@ class EpochDataset(IterableDataset):
     seeds: tuple[int, ...]  # per role: sample shuffle seed (0: no shuffle)
     resampled: bool = False
     shard_seeds: tuple[int, ...] = field(default_factory=tuple)
+    take_chunks: tuple[int, ...] | None = None  # per role: chunks to deliver after the skip
+    epoch: int = 0  # tags the items
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -130,6 +134,9 @@ class EpochDataset(IterableDataset):
         if skip:
             stages.append(lambda src: islice(src, skip, None))
         stages += [decoded, wds.batched(self.chunk, collation_fn=collate, partial=True)]
+        if self.take_chunks is not None:
+            take = self.take_chunks[role]
+            stages.append(lambda src: islice(src, take))
         return wds.DataPipeline(*stages)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -137,7 +144,8 @@ class EpochDataset(IterableDataset):
         role = info.id if info is not None else 0
         state = ReadState(self.expected, self.on_error)
         reported = 0
-        item: dict[str, Any] = {"role": role, "x": None, "y": None, "end": False, "error": None}
+        item: dict[str, Any] = {"role": role, "epoch": self.epoch, "x": None, "y": None,
+                                "end": False, "error": None}
         try:
             for x, y in self._pipeline(role, state):
                 yield {**item, "x": x, "y": y, "skipped": state.skipped - reported}
@@ -148,3 +156,24 @@ class EpochDataset(IterableDataset):
             yield {**item, "error": str(error), "skipped": 0}
             return
         yield {**item, "end": True, "skipped": state.skipped - reported}
+
+
+@dataclass
+class EpochStream(IterableDataset):
+    """Epochs `epoch`, epoch+1, … in sequence, each exactly as its own EpochDataset: one
+    DataLoader over this keeps its worker processes for a whole training run."""
+
+    make: Callable[[int, int], EpochDataset | None]  # (epoch, start batch) → that epoch's pass
+    epoch: int
+    start_batch: int
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch, start = self.epoch, self.start_batch
+        while True:
+            dataset = self.make(epoch, start)
+            if dataset is not None:  # None: nothing left from `start` (the main process agrees)
+                yield from dataset
+            epoch, start = epoch + 1, 0

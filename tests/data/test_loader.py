@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from torch.utils.data import DataLoader
 
 from phmscale.data import make_loader
 from phmscale.data.loader import plan_resume
@@ -194,3 +197,84 @@ def test_too_few_samples_for_a_batch(tmp_path: Path) -> None:
     folder = id_dataset(tmp_path / "tiny", [2, 2])
     with pytest.raises(InvalidInputError, match="data.batch_size=4"):
         make_loader(spec(str(folder)), "train", 0, 2)
+
+
+# -- stream(): one DataLoader whose workers live across epochs --------------------------------
+
+
+def _epochs(loader, first: int, count: int, start: int = 0) -> list[int]:
+    """The ids of iterate(first, start), iterate(first + 1), … (count epochs in all)."""
+    batches = list(loader.iterate(first, start))
+    for epoch in range(first + 1, first + count):
+        batches += list(loader.iterate(epoch))
+    return ids(batches)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_stream_is_iterate_epoch_after_epoch(tmp_path: Path, workers: int) -> None:
+    # Uneven shards: one worker gets through an epoch while the other is still in it, so chunks
+    # of the next epoch arrive early and must wait for it.
+    pattern = write_shards(tmp_path / "uneven", [11, 3, 9, 14, 5, 7, 2, 13, 4, 10])
+    loader = make_loader(spec(pattern, shuffle_buffer=6, loader_workers=workers), "train")
+    p = loader.batches_per_epoch
+    for start in (0, p + 2):  # the first epoch, and a resume mid-way through the second
+        epoch, offset = divmod(start, p)
+        stream = loader.stream(start_batch=start)
+        got = ids(list(islice(stream, 3 * p - offset)))
+        stream.close()
+        assert got == _epochs(loader, epoch, 3, offset), f"start_batch {start}"
+
+
+def test_stream_matches_iterate_across_ranks_and_resampled(even: Path, tmp_path: Path) -> None:
+    pattern = write_shards(tmp_path / "uneven", [11, 3, 9, 14, 5, 7, 2, 13])
+    for rank in (0, 1):
+        loader = make_loader(spec(pattern, shuffle_buffer=6), "train", rank, 2)
+        p = loader.batches_per_epoch
+        assert ids(list(islice(loader.stream(1), 3 * p - 1))) == _epochs(loader, 0, 3, 1)
+    loader = make_loader(spec(str(even), resampled=True), "train", 1, 4)
+    p = loader.batches_per_epoch
+    assert ids(list(islice(loader.stream(p + 5), 3 * p - 5))) == _epochs(loader, 1, 3, 5)
+
+
+def test_stream_tops_up_like_iterate(tmp_path: Path) -> None:
+    folder = id_dataset(tmp_path / "ids", [8] * 8)
+    _truncate(folder / "train-000003.tar", 0.5)
+    loader = make_loader(spec(str(folder), on_error="skip"), "train")
+    p = loader.batches_per_epoch
+    assert ids(list(islice(loader.stream(3), 3 * p - 3))) == _epochs(loader, 0, 3, 3)
+
+
+def _note_worker(path: str, worker_id: int) -> None:
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()} {worker_id}\n")
+
+
+def test_stream_keeps_its_workers_across_epochs(even: Path, tmp_path: Path,
+                                                monkeypatch) -> None:
+    import multiprocessing
+
+    from phmscale.data import loader as loader_module
+
+    started = tmp_path / "workers.txt"
+    made = []
+
+    class NotingDataLoader(DataLoader):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, worker_init_fn=partial(_note_worker, str(started)),
+                             **kwargs)
+
+    monkeypatch.setattr(loader_module, "DataLoader", NotingDataLoader)
+    loader = make_loader(spec(str(even), loader_workers=2), "train")
+    stream = loader.stream(0)
+    assert len(list(islice(stream, 4 * loader.batches_per_epoch))) == 4 * 32  # 4 epochs
+    assert len(made) == 1  # one DataLoader …
+    assert sorted(line.split()[1] for line in started.read_text().splitlines()) == ["0", "1"]
+    assert len(multiprocessing.active_children()) == 2  # … whose 2 workers are still running
+    stream.close()
+    assert multiprocessing.active_children() == []  # and stop when the stream is closed
+    stream = loader.stream(5)
+    next(stream)
+    assert len(multiprocessing.active_children()) == 2
+    del stream  # garbage collection stops them too
+    assert multiprocessing.active_children() == []
