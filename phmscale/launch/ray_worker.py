@@ -42,7 +42,6 @@ from phmscale.train.checkpoint import MARKER
 from phmscale.train.hooks import HookList, Hooks, RunInfo
 
 SCRATCH_ENV = "PHMSCALE_RAY_SCRATCH"  # where workers keep local checkpoint copies
-MLFLOW_BATCH = 1000  # metrics per log_batch call (MLflow's limit)
 COMMIT_TIMEOUT_S = 600.0  # a controller that has not registered a checkpoint by then is gone
 
 
@@ -234,34 +233,16 @@ class RankZeroReport(Hooks):
 
 
 def _mlflow_hook(spec: JobSpec, tags: dict[str, str]) -> Hooks:
-    """`tracking_hooks`' MLflow hook, whose flush writes a checkpoint's window of steps in one
-    `log_batch` (one transaction in a SQL store, one request to a server) instead of one call
-    per step: a worker killed mid-flush (`phmscale stop`, a lost node) then leaves either all
-    of those steps or none, and the resumed group logs the missing ones exactly once."""
+    """`tracking_hooks`' MLflow hook, tagged for Ray. Its flush writes a checkpoint's window
+    of steps as `log_batch` requests of up to 1000 metrics (one SQL transaction each), so a
+    worker killed mid-flush (`phmscale stop`, a lost node) leaves whole batches, and the
+    batches not yet sent stay buffered."""
     from phmscale.tracking.mlflow_hook import MLflowHook
     from phmscale.tracking.uri import check_reachable, resolve_uri
 
-    class AtomicFlushMLflowHook(MLflowHook):
-        def flush(self) -> None:
-            if not self.buffer:
-                return
-            from mlflow.entities import Metric
-            from mlflow.tracking import MlflowClient
-
-            now = int(time.time() * 1000)
-            batch = [Metric(key, float(value), now, step)
-                     for step, metrics in self.buffer for key, value in metrics.items()]
-            client = MlflowClient(self.uri)
-            for start in range(0, len(batch), MLFLOW_BATCH):  # MLflow's per-call limit
-                client.log_batch(self.run_id, metrics=batch[start:start + MLFLOW_BATCH])
-            for step, metrics in self.buffer:
-                for key, value in metrics.items():
-                    self.history.setdefault(key, []).append((step, value))
-            self.buffer.clear()
-
     uri = resolve_uri(spec)
     check_reachable(uri)
-    return AtomicFlushMLflowHook(uri, "ray", tags)
+    return MLflowHook(uri, "ray", tags)
 
 
 def train_fn(config: dict[str, Any]) -> None:

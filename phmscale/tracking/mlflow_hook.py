@@ -4,6 +4,12 @@ One MLflow run per job across restarts: the run id travels in the checkpoint's c
 and a resumed job reopens that run. Step metrics are buffered and written when a checkpoint
 completes (and at the end): a crash loses only the steps after the last checkpoint, which the
 resumed run recomputes, so every step is logged exactly once.
+
+A flush is one `log_batch` request per 1000 metrics (MLflow's limit per batch), not one per
+step, because each request costs a server round trip and a SQL transaction (~40 ms on a local
+sqlite-backed server): 300 steps × 8 metrics against `mlflow server` on 127.0.0.1 took
+11.9–15.1 s as 300 `mlflow.log_metrics` calls and 0.65–1.6 s as 3 batches (warm server, 3
+runs each, interleaved, on 2 shared CPU cores; the first, cold pair took 88 s and 4.2 s).
 """
 
 from __future__ import annotations
@@ -12,18 +18,21 @@ import json
 import logging
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from phmscale import __version__
+from phmscale.tracking.experiment import ensure_experiment
 from phmscale.tracking.params import flatten, redact, spec_params
 from phmscale.tracking.uri import check_reachable, resolve_uri
 from phmscale.train.hooks import Hooks, RunInfo
 
 _END_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED",
                "dry_run": "FINISHED"}
+MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH (MLflow 3.17)
 
 
 def _git_sha() -> str | None:
@@ -44,7 +53,8 @@ class MLflowHook(Hooks):
         self.system_metrics = system_metrics
         self.run_id: str | None = None
         self.active = False
-        self.buffer: list[tuple[int, dict[str, float]]] = []
+        # (key, value, timestamp ms, step), oldest first: what the next flush sends.
+        self.buffer: list[tuple[str, float, int, int]] = []
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.info: RunInfo | None = None
 
@@ -58,11 +68,12 @@ class MLflowHook(Hooks):
         self.info = info
         spec = info.spec
         mlflow.set_tracking_uri(self.uri)
-        experiment = mlflow.set_experiment(spec.tracking.experiment)
+        experiment_id = ensure_experiment(self.uri, spec.tracking.experiment)
+        mlflow.set_experiment(experiment_id=experiment_id)
         if info.run_id:
             run = mlflow.start_run(run_id=info.run_id, log_system_metrics=self.system_metrics)
         else:
-            run = mlflow.start_run(experiment_id=experiment.experiment_id,
+            run = mlflow.start_run(experiment_id=experiment_id,
                                    run_name=spec.tracking.run_name or spec.name,
                                    log_system_metrics=self.system_metrics)
         self.run_id, self.active = run.info.run_id, True
@@ -111,12 +122,15 @@ class MLflowHook(Hooks):
             mlflow.log_artifacts(tmp)
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        if self.active:
-            self.buffer.append((step, dict(metrics)))
+        self._buffer(step, metrics)
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        if self.active:
-            self.buffer.append((step, dict(metrics)))
+        self._buffer(step, metrics)
+
+    def _buffer(self, step: int, metrics: dict[str, float]) -> None:
+        if self.active:  # stamped now: the UI's wall-time axis shows the step, not the flush
+            now = int(time.time() * 1000)
+            self.buffer += [(key, float(value), now, step) for key, value in metrics.items()]
 
     def on_checkpoint(self, step: int, path: str) -> None:
         if self.active:
@@ -126,13 +140,23 @@ class MLflowHook(Hooks):
             mlflow.set_tag("phmscale.last_checkpoint", path)
 
     def flush(self) -> None:
-        import mlflow
+        """Send the buffer in batches. Each batch leaves the buffer only once MLflow took it:
+        if one fails, a later flush sends the rest, and nothing already logged goes twice."""
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
 
-        for step, metrics in self.buffer:
-            mlflow.log_metrics(metrics, step=step)
-            for key, value in metrics.items():
+        if not self.buffer or self.run_id is None:
+            return
+        client = MlflowClient(self.uri)
+        while self.buffer:
+            chunk = self.buffer[:MAX_METRICS_PER_BATCH]
+            # synchronous even under MLFLOW_ENABLE_ASYNC_LOGGING: these steps count as logged
+            # once the checkpoint exists, so they must be in the store before it is used.
+            client.log_batch(self.run_id, metrics=[Metric(*m) for m in chunk],
+                             synchronous=True)
+            del self.buffer[:len(chunk)]
+            for key, value, _, step in chunk:
                 self.history.setdefault(key, []).append((step, value))
-        self.buffer.clear()
 
     def on_end(self, result: Any) -> None:
         if not self.active:
