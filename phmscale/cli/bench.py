@@ -75,5 +75,38 @@ def step(
     _show(run(load_job(job, set_), steps=steps), "bench step (engine ÷ bare)", as_json)
 
 
+@bench_app.command()
+def paper(
+    out: Path = typer.Option(Path("docs/results.md"), "--out", help="The report to write; its "
+                             "plots go to <out dir>/<out stem>/*.png."),
+    quick: bool = typer.Option(False, "--quick", help="Three 20-step cells and the quick "
+                               "benchmarks (a smoke test, ~3 min; the numbers mean nothing)."),
+    address: str | None = typer.Option(None, "--address", help="Ray dashboard URL to submit the "
+                                       "cells to; default: one local Ray cluster for the suite."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store; default "
+                                            "sqlite:///<store>/mlflow.db."),
+    store: Path = typer.Option(Path("out/paper"), "--store", help="Where the suite keeps its "
+                               "MLflow store, checkpoints, failed cells' logs and suite records."),
+    parallel: int = typer.Option(2, "--parallel", min=1, help="Cells in flight at once (each "
+                                 "takes one CPU)."),
+    suite: str | None = typer.Option(None, "--suite", help="Re-render the report of a finished "
+                                     "suite (its id) from MLflow; trains nothing."),
+) -> None:
+    """The papers' claims at small scale: every cell a Ray job, tables from MLflow, ~45 min."""
+    from phmscale.bench.paper import run_suite, suite_file, write_report
+    from phmscale.errors import InvalidInputError
+
+    if suite is not None:
+        path = suite_file(store, suite)
+        if not path.is_file():
+            raise InvalidInputError(f"--suite {suite}: no {path}; suites there: "
+                                    + ", ".join(p.stem[6:] for p in store.glob("suite-*.json")))
+        for written in write_report(path, out):
+            console.print(f"wrote {written}", highlight=False)
+        return
+    run_suite(out, store=store, quick=quick, address=address, tracking_uri=tracking_uri,
+              parallel=parallel, log=lambda line: console.print(line, highlight=False))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")

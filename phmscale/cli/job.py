@@ -41,6 +41,11 @@ def summary_table(spec: JobSpec, title: str) -> Table:
         f"{t.steps} steps, {t.optimizer.name} lr {t.optimizer.lr:g}, {t.precision}, "
         f"ZeRO-{t.zero_stage}",
     )
+    if t.prune.enabled:
+        p = t.prune
+        ramp = (f"at step {p.start_step}" if p.last_step == p.start_step
+                else f"steps {p.start_step}→{p.last_step}, every {p.every}")
+        table.add_row("prune", f"{p.sparsity:.0%} of algebra elements ({p.scope}), {ramp}")
     table.add_row("checkpoint", f"{spec.checkpoint_dir} every {spec.checkpoint.every}")
     device = f"{r.gpus_per_worker:g} GPU" if r.gpus_per_worker else f"{r.cpus_per_worker:g} CPU"
     table.add_row("resources", f"{r.workers} workers × {device}")

@@ -246,6 +246,48 @@ class ScheduleSpec(Section):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final lr as a fraction of lr.")
 
 
+class PruneSpec(Section):
+    """Pruning of whole algebra elements (AlgebraNets): magnitude over each weight element's n
+    components, ramped up during training and then fine-tuned at the final sparsity."""
+
+    sparsity: float = Field(
+        0.0, ge=0, lt=1, description="Final fraction of algebra elements pruned (0: no pruning)."
+    )
+    start_step: int = Field(
+        1, ge=1, description="Optimizer steps done when the first pruning happens."
+    )
+    end_step: int | None = Field(
+        None, ge=1, description="Step at which the final sparsity is reached (None: start_step, "
+        "one-shot); in between, sparsity ramps up cubically (Zhu & Gupta 2017). Must leave "
+        "steps after it to fine-tune.",
+    )
+    every: int = Field(10, ge=1, description="Prune every k steps between start and end step.")
+    scope: Literal["global", "layer"] = Field(
+        "global", description="Rank elements across all pruned layers (global) or within each."
+    )
+    keep_first_last: bool = Field(
+        True, description="Leave the first and last weight layer (stem, classifier) unpruned, "
+        "as AlgebraNets and most pruning studies do.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.sparsity > 0
+
+    @property
+    def last_step(self) -> int:
+        return self.start_step if self.end_step is None else self.end_step
+
+    @model_validator(mode="after")
+    def _check(self) -> PruneSpec:
+        if self.end_step is not None and self.end_step < self.start_step:
+            raise ValueError(
+                f"end_step={self.end_step} is before start_step={self.start_step}: "
+                "set end_step >= start_step (or leave it out for one-shot pruning)"
+            )
+        return self
+
+
 class TrainSpec(Section):
     """The optimization: steps, batches, precision, ZeRO."""
 
@@ -269,12 +311,21 @@ class TrainSpec(Section):
         description="Raw DeepSpeed config keys merged over the generated config; keys that "
         "contradict the spec (batch sizes, ZeRO stage, precision, clipping) are errors.",
     )
+    prune: PruneSpec = Field(
+        default_factory=PruneSpec, description="Algebra-element pruning (off by default)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:
         if self.schedule.warmup_steps > self.steps:
             raise ValueError(
                 f"schedule.warmup_steps={self.schedule.warmup_steps} exceeds steps={self.steps}"
+            )
+        if self.prune.enabled and self.prune.last_step >= self.steps:
+            raise ValueError(
+                f"prune.{'end_step' if self.prune.end_step is not None else 'start_step'}="
+                f"{self.prune.last_step} must be below steps={self.steps}: the net needs steps "
+                "after the last pruning to recover; lower it or raise steps"
             )
         return self
 

@@ -17,7 +17,8 @@ from typing import Any
 from phmscale.errors import InvalidInputError
 
 COLUMNS = ["run_id", "name", "model", "algebra", "n", "params", "savings", "flops_per_sample",
-           "samples_per_s", "best_quality", "final_quality", "status"]
+           "samples_per_s", "sparsity", "params_nonzero", "best_quality", "final_quality",
+           "status"]
 
 
 @dataclass
@@ -35,6 +36,8 @@ class RunRow:
     final_quality: float | None
     quality_metric: str
     status: str
+    sparsity: float | None = None  # element sparsity of a pruned run (train.prune), else None
+    params_nonzero: float | None = None  # parameters left after pruning
 
 
 def _quality_key(metrics: dict[str, float], wanted: str | None) -> str:
@@ -87,6 +90,8 @@ def fetch_rows(uri: str, run_ids: list[str] | None = None, experiment: str | Non
             final_quality=m.get("final_" + key, m.get(key)),
             quality_metric=key,
             status=run.info.status,
+            sparsity=m.get("element_sparsity"),
+            params_nonzero=m.get("params_nonzero"),
         ))
     return rows
 

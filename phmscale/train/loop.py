@@ -26,6 +26,7 @@ from phmscale.train.engine import EngineParts, build_engine
 from phmscale.train.evaluate import BatchSource, evaluate, is_better, loss_fn, quality_name
 from phmscale.train.hooks import Hooks, RunInfo
 from phmscale.train.meters import Peak, StepMeter, peak_memory_bytes, resolve_peak
+from phmscale.train.prune import Pruner
 
 __all__ = ["BatchSource", "TrainResult", "evaluate", "loss_fn", "train"]
 
@@ -87,6 +88,7 @@ class _Run:
         self.checkpoint_dir, self.dry_run, self.result = checkpoint_dir, dry_run, result
         self.accum = spec.train.grad_accum
         self.meter = StepMeter()
+        self.pruner = Pruner(spec, parts.model, spec.train.zero_stage)
 
     def resume(self) -> tuple[int, str | None, bool]:
         """(start step, tracking run id from the checkpoint, resumed?)."""
@@ -96,6 +98,7 @@ class _Run:
         if latest is None:
             return 0, None, False
         client = ckpt.load(self.engine, latest)
+        self.pruner.refresh()  # the checkpoint's masks
         return int(client["step"]), client.get("run_id"), True
 
     def step(self, stream: Iterator[Batch], step: int) -> None:
@@ -130,6 +133,10 @@ class _Run:
         norm = self.engine.get_global_grad_norm()
         if norm is not None:
             metrics["grad_norm"] = float(norm)
+        if self.pruner.enabled:
+            state = self.pruner.state
+            metrics["element_sparsity"] = state.sparsity
+            metrics["params_nonzero"] = float(state.params_nonzero)
         self.hooks.on_metrics(done, metrics)
         r.metrics = metrics
         self.meter.reset()
@@ -171,6 +178,7 @@ class _Run:
                     break
                 self.step(stream, step)
                 done = step + 1
+                self.pruner.after_step(done)  # before eval and save: both see the new masks
                 last = done == total
                 if done % spec.train.log_every == 0 or last:
                     self.log(done)
