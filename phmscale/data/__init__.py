@@ -16,10 +16,11 @@ Modules, read in this order:
 No Ray, DeepSpeed or MLflow here: the engine passes rank and world size in.
 """
 
+from typing import Any
+
 from phmscale.data.builtins import BUILTINS, builtin_source, ensure_builtin
 from phmscale.data.check import check_data
 from phmscale.data.index import INDEX_NAME, read_index
-from phmscale.data.loader import ShardLoader, make_loader
 from phmscale.data.pack import pack
 from phmscale.data.sources import FORMATS, detect_format, open_source
 from phmscale.data.verify import ShardReport, verify, verify_or_raise
@@ -41,3 +42,13 @@ __all__ = [
     "verify",
     "verify_or_raise",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The loader on first use: it imports torch and webdataset (~1.2 s), which `validate`
+    and `submit` (check_data) never need; webdataset itself waits for `urls.webdataset()`."""
+    if name in ("ShardLoader", "make_loader"):
+        from phmscale.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'phmscale.data' has no attribute {name!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -69,7 +70,7 @@ def load_npy(data: bytes) -> np.ndarray:
     size_bytes = 2 if data[6] == 1 else 4  # header length field: uint16 (v1) or uint32 (v2, v3)
     end = 8 + size_bytes + int.from_bytes(data[8 : 8 + size_bytes], "little")
     dtype, shape, fortran, offset = _npy_header(bytes(data[:end]))
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     arr = np.frombuffer(data, dtype, count, offset)
     return arr.reshape(shape, order="F" if fortran else "C")
 
@@ -107,7 +108,7 @@ def decode_classify(sample: dict, cfg: DecodeConfig) -> tuple[np.ndarray, int]:
             raise SampleError(f"no input file: want npy or an image "
                               f"({', '.join(IMAGE_KEYS)}); the sample has: {_fields(sample)}")
         arr = _image(sample[key], cfg.input_shape)
-    if arr.size != int(np.prod(cfg.input_shape)):
+    if arr.size != math.prod(cfg.input_shape):
         raise SampleError(f"input of shape {list(arr.shape)} does not fit model.input_shape "
                           f"{list(cfg.input_shape)}")
     # uint8 stays uint8 here: collate scales the whole chunk at once (one vectorized op, not

@@ -68,7 +68,7 @@ from torch.utils.data import DataLoader
 
 from phmscale.data.check import common_batches, dataset_problems
 from phmscale.data.decode import DecodeConfig
-from phmscale.data.epoch import EpochDataset, EpochStream
+from phmscale.data.epoch import EpochDataset, EpochStream, from_transfer, keep
 from phmscale.data.shards import ShardSet, resolve
 from phmscale.errors import InvalidInputError
 
@@ -147,6 +147,12 @@ class ShardLoader:
         self.num_workers = 0 if d.loader_workers == 0 else self.roles
         self.cfg = DecodeConfig(m.task, tuple(m.input_shape), m.seq_len, m.num_classes,
                                 m.vocab_size, None)
+        # Chunks each worker may hold ready. A new epoch's first chunk waits for its shuffle
+        # buffer to fill (1000 digits samples: ~20 ms, two quickstart steps); DataLoader's
+        # default of 2 let that show as a 5-11 ms data wait every 25 steps. 16 small chunks
+        # hide it; large ones keep to ~64 MiB per worker (float32 bytes of a chunk's inputs).
+        sample = math.prod(m.input_shape) if m.task == "classify" else m.seq_len + 1
+        self.prefetch = max(2, min(16, (64 << 20) // max(1, 4 * sample * self.batch_size)))
         self.batches_per_epoch: int = common_batches(
             self.counts, world_size, self.batch_size, train=self.train, resampled=self.resampled)
         self.skipped: int = 0
@@ -229,7 +235,8 @@ class ShardLoader:
                 if item["end"]:
                     ended.add(item["role"])
                 else:
-                    pending[item["role"]].append((item["x"], item["y"]))
+                    pending[item["role"]].append((from_transfer(item["x"]),
+                                                  from_transfer(item["y"])))
             if pending[role]:
                 yield pending[role].popleft()
             role = (role + 1) % self.roles
@@ -270,7 +277,7 @@ class ShardLoader:
             yield from self._batches(self._merge(items, plan.phase), plan.drop)
             return
         loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                            prefetch_factor=2 if self.num_workers else None)
+                            prefetch_factor=self.prefetch if self.num_workers else None, collate_fn=keep)
         items = iter(loader)
         try:
             yield from self._batches(self._merge(items, plan.phase), plan.drop)
@@ -331,7 +338,7 @@ class ShardLoader:
         epoch, offset = divmod(start_batch, self.batches_per_epoch)
         loader = DataLoader(EpochStream(self._stream_epoch, epoch, offset), batch_size=None,
                             num_workers=self.num_workers,
-                            prefetch_factor=2 if self.num_workers else None)
+                            prefetch_factor=self.prefetch if self.num_workers else None, collate_fn=keep)
         items = iter(loader)
         epochs = _ByEpoch(items)
         try:

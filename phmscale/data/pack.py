@@ -24,12 +24,12 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
-import webdataset as wds
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from phmscale.data.index import INDEX_NAME, Index, write_index
 from phmscale.data.sources import Source
+from phmscale.data.urls import webdataset
 from phmscale.errors import InvalidInputError
 
 DEFAULT_SHARD_SIZE = 1000
@@ -119,7 +119,7 @@ def _write_shards(
                 name = f"{split.name}-{j:06d}.tar"
                 with open(tmp / name, "wb") as file:
                     sink = _HashingWriter(file)
-                    writer = wds.TarWriter(sink, encoder=False, mtime=0, user="phmscale",
+                    writer = webdataset().TarWriter(sink, encoder=False, mtime=0, user="phmscale",
                                            group="phmscale", mode=0o444)
                     for _ in range(size):
                         writer.write({"__key__": f"{split.name}_{index:08d}", **next(samples)})

@@ -19,8 +19,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import webdataset as wds
-
 from phmscale.data import urls as U
 from phmscale.data.builtins import ensure_builtin
 from phmscale.data.index import INDEX_NAME, Index, lookup_counts, read_index, split_urls
@@ -109,11 +107,14 @@ def resolve(value: str, split: str, cache_dir: str | None, *, count: bool = True
 
 def count_samples(urls: list[str], *, skip_errors: bool = False) -> list[int]:
     """Samples per shard, by reading each (no decoding)."""
+    from phmscale.data import tario
+
+    wds = U.webdataset()
     handler = wds.ignore_and_continue if skip_errors else wds.reraise_exception
     counts = []
     for url in urls:
         pipeline = wds.DataPipeline(lambda url=url: iter([{"url": url}]),
-                                    wds.tarfile_to_samples(handler=handler))
+                                    tario.tarfile_to_samples(handler=handler))
         try:
             counts.append(sum(1 for _ in pipeline))
         except Exception as error:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 
+from phmscale.data.urls import webdataset
 from phmscale.errors import InvalidInputError
 
 Sample = dict[str, bytes]
@@ -145,9 +145,11 @@ def arrays_source(
     x0 = next(iter(native.values()))[0]
     classes = num_classes or int(max(int(np.max(y)) for _, y in native.values()) + 1)
 
+    numpy_dumps = webdataset().numpy_dumps
+
     def encode(part: str, i: int) -> Sample:
         x, y = native[part]
-        return {"npy": wds.numpy_dumps(np.ascontiguousarray(x[i])), "cls": b"%d" % int(y[i])}
+        return {"npy": numpy_dumps(np.ascontiguousarray(x[i])), "cls": b"%d" % int(y[i])}
 
     return _classify_source(
         name, {p: len(v[1]) for p, v in native.items()}, encode, split=split, seed=seed,

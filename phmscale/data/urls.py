@@ -16,7 +16,6 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 import braceexpand
-import webdataset as wds
 
 from phmscale.errors import InvalidInputError
 
@@ -64,24 +63,33 @@ def _fsspec_gopen(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> 
         ) from error
 
 
-def _register_fsspec() -> None:
-    protocols = list(_FSSPEC_PROTOCOLS)
-    try:
-        import aiohttp  # noqa: F401
-
-        protocols += ["http", "https"]
-    except ImportError:
-        pass
-    for protocol in protocols:
-        wds.gopen_schemes[protocol] = _fsspec_gopen
+_registered = False
 
 
-_register_fsspec()
+def webdataset() -> Any:
+    """webdataset, with the fsspec protocols in its gopen scheme table. Imported on first use,
+    not with this module: webdataset imports torch (~1 s), which `phmscale validate` and
+    `phmscale submit` never need."""
+    global _registered
+    import webdataset as wds
+
+    if not _registered:
+        protocols = list(_FSSPEC_PROTOCOLS)
+        try:
+            import aiohttp  # noqa: F401
+
+            protocols += ["http", "https"]
+        except ImportError:
+            pass
+        for protocol in protocols:
+            wds.gopen_schemes[protocol] = _fsspec_gopen
+        _registered = True
+    return wds
 
 
 def open_stream(url: str) -> IO[bytes]:
     """Open a shard (or any file) for reading, whatever its form."""
-    return wds.gopen(url, "rb")
+    return webdataset().gopen(url, "rb")
 
 
 def brace_expand(pattern: str) -> list[str]:

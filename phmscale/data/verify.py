@@ -24,7 +24,6 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import Progress
-from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 from phmscale.data import urls as U
 from phmscale.data.builtins import ensure_builtin
@@ -133,6 +132,8 @@ def _read_shard(url: str) -> ShardReport:
     runs: list[tuple[str, set[str]]] = []
     seen: set[str] = set()
     last = ("", 0)
+    from webdataset.tariterators import base_plus_ext, tar_file_iterator  # torch: on use
+
     try:
         for member in tar_file_iterator(tap, handler=handler):
             last = (member["fname"], len(member["data"]))
