@@ -1,7 +1,7 @@
 """Submitting the suite's cells to one Ray cluster, a few at a time, through the submit path.
 
 Each cell goes exactly where `phmscale submit` sends a job: load_job(file, overrides) →
-check_job_data → build_submission → prepare_tracking → the Jobs API (`RayJobs.submit`). What
+check_job_data → build_submission → the Jobs API (`RayJobs.submit`). What
 differs is only that one cluster serves every cell (a local one costs ~10 s to start) and that
 `parallel` cells are in flight at once: on 2 cores, two one-CPU cells keep both busy while each
 driver's start-up (~8 s of imports) overlaps the other cell's training.
@@ -53,22 +53,6 @@ def submission_for(cell: Cell, suite: str, store: Path, uri: str, local: bool): 
     return build_submission(spec, code="auto", local=local)
 
 
-def _create_experiment(uri: str, store: Path) -> None:
-    """The `paper` experiment with its artifacts in the store, beside its database (created
-    by `prepare_tracking` it would use ./mlruns of wherever the command runs)."""
-    if uri.startswith(("http://", "https://", "databricks")):
-        return
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    if client.get_experiment_by_name("paper") is None:
-        try:
-            client.create_experiment("paper", artifact_location=str(store.resolve() / "mlruns"))
-        except MlflowException:  # created meanwhile: fine
-            pass
-
-
 @contextmanager
 def cluster(address: str | None, num_cpus: float) -> Iterator[tuple[str, bool]]:
     """(dashboard URL, is_local): the given cluster, or one LocalCluster for the whole suite."""
@@ -103,14 +87,15 @@ def run_cells(cells: list[Cell], url: str, local: bool, suite: str, store: Path,
     A failed cell does not stop the suite: its Ray log is saved to <store>/logs/<key>.log and
     the report marks it.
     """
-    from phmscale.launch.package import prepare_tracking
     from phmscale.launch.ray_jobs import RayJobs
+    from phmscale.tracking.experiment import ensure_experiment
     from phmscale.tracking.uri import check_reachable
 
     backend = RayJobs.connect(url)
     check_reachable(uri)
-    _create_experiment(uri, store)
-    prepare_tracking(uri, "paper")
+    # Made once, here, before two cells race to make it: on the suite's sqlite store its
+    # artifacts go to <store>/mlruns/paper, beside the database.
+    ensure_experiment(uri, "paper")
     pending = list(cells)
     running: dict[str, tuple[Cell, float]] = {}
     results: list[CellResult] = []

@@ -1,9 +1,16 @@
 """`phmscale bench step`: the full engine against a bare PyTorch loop, side by side.
 
-Engine: `phmscale.train.loop.train` — DeepSpeed, the WebDataset loader, meters, hooks.
-Bare: the same model (same init), the same batches already in memory, plain torch AdamW,
-`loss.backward(); clip; step`. Both run in this process, one after the other, each with
-warm-up steps excluded, and the ratio is of median step times.
+Three contenders, all in this process, run in turn `ROUNDS` times (so drift in machine load
+hits each alike), each round's warm-up steps excluded; a contender's figure is the median step
+time over all its rounds:
+- engine: `phmscale.train.loop.train` — DeepSpeed, the WebDataset loader, meters, hooks;
+- engine_mem: the same engine on the same batches held in memory (no loader): what DeepSpeed
+  and the loop cost on their own;
+- bare: the same model (same init) on the batches in memory, plain torch AdamW,
+  `loss.backward(); clip; step`.
+engine_vs_bare is the whole engine's overhead; engine_mem_vs_bare leaves out the data
+pipeline, whose CPU work competes with the step for the cores when they are few (a 2-core
+machine runs the step's 2 threads and the loader worker on 2 cores).
 """
 
 from __future__ import annotations
@@ -43,28 +50,38 @@ def _bare_loop(spec: JobSpec, batches: list[tuple[torch.Tensor, torch.Tensor]],
     return times
 
 
-def run(spec: JobSpec, steps: int = 30) -> list[dict[str, Any]]:
-    """One row: engine and bare samples/s, their ratio, and the engine's data-wait share."""
+def run(spec: JobSpec, steps: int = 60, rounds: int = 2) -> list[dict[str, Any]]:
+    """One row: engine, in-memory engine and bare samples/s, their ratios, and the engine's
+    data-wait share."""
     from phmscale.data import make_loader
     from phmscale.train.loop import train
-    from phmscale.train.memory import take
+    from phmscale.train.memory import InMemorySource, take
 
     spec = spec.model_copy(deep=True)
     spec.train.grad_accum = 1
     spec.checkpoint.resume = False
     steps = max(steps, WARMUP + 3)
-    result = train(spec, max_steps=steps, dry_run=True, use_gpu=False)
-    engine_times = result.step_times[WARMUP:]
     loader = make_loader(spec, "train", 0, 1)
     batches = take(loader, min(steps, loader.batches_per_epoch))
-    bare_times = _bare_loop(spec, batches, steps)[WARMUP:]
+    times: dict[str, list[float]] = {"engine": [], "engine_mem": [], "bare": []}
+    waits = []
+    for _ in range(rounds):
+        result = train(spec, max_steps=steps, dry_run=True, use_gpu=False)
+        times["engine"] += result.step_times[WARMUP:]
+        waits.append(result.metrics.get("data_wait_frac", float("nan")))
+        result = train(spec, max_steps=steps, dry_run=True, use_gpu=False,
+                       train_source=InMemorySource(batches), val_source=None)
+        times["engine_mem"] += result.step_times[WARMUP:]
+        times["bare"] += _bare_loop(spec, batches, steps)[WARMUP:]
     b = spec.data.batch_size
-    engine_sps = b / statistics.median(engine_times)
-    bare_sps = b / statistics.median(bare_times)
-    wait = result.metrics.get("data_wait_frac", float("nan"))
+    sps = {name: b / statistics.median(values) for name, values in times.items()}
     return [{
-        "job": spec.name, "steps_timed": len(engine_times), "batch": b,
-        "engine_samples_per_s": engine_sps, "bare_samples_per_s": bare_sps,
-        "engine_vs_bare": engine_sps / bare_sps, "engine_data_wait_frac": wait,
+        "job": spec.name, "steps_timed": len(times["bare"]), "batch": b,
+        "loader_workers": spec.data.loader_workers,
+        "engine_samples_per_s": sps["engine"], "engine_mem_samples_per_s": sps["engine_mem"],
+        "bare_samples_per_s": sps["bare"],
+        "engine_vs_bare": sps["engine"] / sps["bare"],
+        "engine_mem_vs_bare": sps["engine_mem"] / sps["bare"],
+        "engine_data_wait_frac": statistics.fmean(waits),
         "threads": torch.get_num_threads(),
     }]

@@ -65,7 +65,8 @@ def loader(
 def step(
     job: Path = typer.Argument(..., help="Job YAML file."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    steps: int = typer.Option(30, "--steps", min=6, help="Steps per side (3 are warm-up)."),
+    steps: int = typer.Option(60, "--steps", min=6, help="Steps per contender and round (3 "
+                              "are warm-up; 2 rounds)."),
     as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
 ) -> None:
     """The full engine (DeepSpeed + WebDataset) against a bare PyTorch loop on the same batches."""

@@ -113,14 +113,15 @@ def submit(
         raise InvalidInputError("--dryrun and --scheduler-arg need --scheduler torchx:<name>")
     if code not in ("auto", "ship", "installed"):
         raise InvalidInputError(f"--code {code!r}: use auto, ship or installed")
-    from phmscale.launch.package import build_submission, prepare_tracking
+    from phmscale.launch.package import build_submission
     from phmscale.tracking.uri import check_reachable
 
     local = address == "local" or (address is None and os.environ.get("RAY_ADDRESS") == "local")
     submission = build_submission(spec, code=code, local=local)  # type: ignore[arg-type]
     try:
-        check_reachable(submission.tracking_uri)  # an MLflow server that is down: say so now
-        prepare_tracking(submission.tracking_uri, submission.spec.tracking.experiment)
+        # An MLflow server that is down: say so now. (The experiment is made by rank 0's hook,
+        # with its artifacts next to a sqlite store: tracking.experiment.ensure_experiment.)
+        check_reachable(submission.tracking_uri)
         if local:
             _submit_local(submission, follow is not False)
         else:

@@ -79,30 +79,6 @@ def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None) -> JobSpec:
     return JobSpec.model_validate(data)
 
 
-def prepare_tracking(uri: str, experiment: str) -> None:
-    """Create the MLflow experiment here, on the submitting side, when the store is a file or
-    a database this machine writes (a tracking server decides artifact locations itself).
-
-    An experiment records its artifact location when it is created, and a SQL/file store
-    resolves its default `./mlruns` against the creating process's working directory. Left
-    to rank 0, that is Ray Train's per-run directory inside the cluster's session folder,
-    which goes with the cluster, and every later run of the experiment (even `phmscale run`)
-    would keep writing there. Created here, it is `<cwd>/mlruns`, where `phmscale run` puts it.
-    """
-    if uri.startswith(("http://", "https://", "databricks")):
-        return
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    if client.get_experiment_by_name(experiment) is None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            client.create_experiment(experiment)
-        except MlflowException:  # created meanwhile by someone else: fine
-            pass
-
-
 def new_submission_id(spec: JobSpec) -> str:
     """Readable and unique: `<job name>-<UTC time>-<4 hex>`."""
     return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"

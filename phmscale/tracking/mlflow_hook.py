@@ -18,6 +18,7 @@ import json
 import logging
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from phmscale.train.hooks import Hooks, RunInfo
 _END_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED",
                "dry_run": "FINISHED"}
 MAX_METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH (MLflow 3.17)
+MAX_PARAMS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
+log = logging.getLogger("phmscale.tracking")
 
 
 def _git_sha() -> str | None:
@@ -57,6 +60,7 @@ class MLflowHook(Hooks):
         self.buffer: list[tuple[str, float, int, int]] = []
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.info: RunInfo | None = None
+        self._figures: threading.Thread | None = None  # logs the run-level figures
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_start(self, info: RunInfo) -> str | None:
@@ -90,18 +94,42 @@ class MLflowHook(Hooks):
             tags["phmscale.git_sha"] = sha
         mlflow.set_tags(tags)
         if not info.resumed:
-            self._log_run_figures(info)
+            # In a thread, so training starts now: the model summary builds the net and its
+            # dense twin and counts FLOPs (~0.5 s in a Ray worker, 1.6 s in a fresh process),
+            # then params, figures and artifacts go to the store. Joined before any flush.
+            self._figures = threading.Thread(target=self._log_run_figures, args=(info,),
+                                             name="phmscale-mlflow-figures", daemon=True)
+            self._figures.start()
         return self.run_id
 
+    def _join_figures(self) -> None:
+        if self._figures is not None:
+            self._figures.join()
+            self._figures = None
+
     def _log_run_figures(self, info: RunInfo) -> None:
-        import mlflow
+        """Spec params, parameter/FLOP figures and the artifacts, through the client with the
+        run id: MLflow's fluent API keeps the active run per thread, and this is another one.
+        A failure is logged, never raised: it must not stop the training it runs beside."""
+        try:
+            self._log_run_figures_now(info)
+        except Exception as error:  # noqa: BLE001
+            log.warning("MLflow run %s: could not log the run's figures: %s", self.run_id,
+                        error)
+
+    def _log_run_figures_now(self, info: RunInfo) -> None:
+        from mlflow.entities import Metric, Param
+        from mlflow.tracking import MlflowClient
 
         from phmscale.models import summarize
 
-        spec = info.spec
-        mlflow.log_params(spec_params(spec))
+        spec, client, run_id = info.spec, MlflowClient(self.uri), str(self.run_id)
+        params = [Param(k, v) for k, v in spec_params(spec).items()]
+        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            client.log_batch(run_id, params=params[start:start + MAX_PARAMS_PER_BATCH])
         summary = summarize(spec)
-        mlflow.log_metrics({
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in {
             "params": summary.params_total,
             "params_trainable": summary.params_trainable,
             "twin_params": summary.twin_params,
@@ -109,7 +137,7 @@ class MLflowHook(Hooks):
             "flops_per_sample": summary.forward_flops_analytic,
             "train_flops_per_sample": summary.train_flops_per_sample,
             "compute_density": summary.flops_per_param,
-        }, step=0)
+        }.items()])
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             job = redact(flatten(spec.model_dump(mode="json")))
@@ -119,7 +147,7 @@ class MLflowHook(Hooks):
             (root / "model_summary.json").write_text(
                 json.dumps(summary.to_dict(), indent=2, default=str))
             (root / "model_summary.txt").write_text(_summary_text(summary, info.model))
-            mlflow.log_artifacts(tmp)
+            client.log_artifacts(run_id, tmp)
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self._buffer(step, metrics)
@@ -145,6 +173,7 @@ class MLflowHook(Hooks):
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
+        self._join_figures()
         if not self.buffer or self.run_id is None:
             return
         client = MlflowClient(self.uri)
@@ -162,6 +191,8 @@ class MLflowHook(Hooks):
         if not self.active:
             return
         import mlflow
+
+        self._join_figures()  # a run never ends with its figures half written
 
         # Steps after the last checkpoint are recomputed by a resumed run: drop them unless
         # the run is over (completed), so no step is ever logged twice.

@@ -7,8 +7,10 @@ rendezvous so DeepSpeed (which always wants a process group) gets a one-member g
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +66,10 @@ def init_distributed(env: DistEnv) -> None:
         os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine reads it
         dist.init_process_group(env.backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
                                 rank=0, world_size=1)
-    deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
+    # DeepSpeed prints "… shm_comm_op built successfully" to stdout when it loads its CPU
+    # op: to stderr with it, so `--json` output on stdout stays JSON.
+    with contextlib.redirect_stdout(sys.stderr):
+        deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
 
 
 def all_reduce_mean(values: list[float], env: DistEnv) -> list[float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from phmscale.launch.package import (
 )
 from phmscale.launch.ray_jobs import resolve_address
 from phmscale.spec import load_job
-from tests.conftest import free_port, run_cli
+from tests.conftest import ROOT, free_port, run_cli
 from tests.launch.conftest import QUICKSTART, base_env
 
 
@@ -128,19 +130,27 @@ def test_submission_carries_job_and_code_but_no_secret(tmp_path, monkeypatch):
     shutil.rmtree(installed.workdir)
 
 
-def test_experiment_created_where_phmscale_run_would(tmp_path, monkeypatch):
-    """Not by rank 0 inside Ray's per-run working directory, which goes with the cluster."""
-    from mlflow.tracking import MlflowClient
-
-    from phmscale.launch.package import prepare_tracking
-
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    prepare_tracking(uri, "exp")
-    prepare_tracking(uri, "exp")  # idempotent
-    experiment = MlflowClient(uri).get_experiment_by_name("exp")
-    assert experiment.artifact_location.removeprefix("file://").startswith(str(tmp_path / "mlruns"))
-    prepare_tracking("http://127.0.0.1:9/", "exp")  # a server decides for itself: untouched
+def test_submit_side_imports_neither_torch_nor_mlflow():
+    """Validating and packaging a job (what `phmscale submit` does before the Jobs API call)
+    must not pay for torch, webdataset or MLflow (~2.5 s on 2 cores): the cluster does."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from phmscale.cli.job import check_job_data\n"
+        "from phmscale.launch.package import build_submission\n"
+        "from phmscale.launch.ray_jobs import RayJobs\n"
+        "from phmscale.spec import load_job\n"
+        "spec = load_job(Path('jobs/quickstart.yaml'))\n"
+        "check_job_data(spec, 'q', 1)\n"
+        "import shutil\n"
+        "shutil.rmtree(build_submission(spec, code='ship', local=False).workdir)\n"
+        "print(sorted(m for m in ('torch', 'webdataset', 'mlflow', 'deepspeed') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 class _Listener:

@@ -77,8 +77,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_with_double_batch(tmp_path):
-    """ZeRO-2, gloo: 2 ranks × micro batch 8 == 1 rank × 16 (same global batches)."""
+@pytest.mark.parametrize("zero", [1, 2])
+def test_two_processes_match_one_with_double_batch(tmp_path, zero):
+    """ZeRO-1 (gradients reduced after backward) and ZeRO-2 (partitioned as they come), gloo:
+    2 ranks × micro batch 8 == 1 rank × 16 (same global batches)."""
     port = _free_port()
     procs = []
     out2 = tmp_path / "two"
@@ -87,13 +89,13 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.train._worker", str(out2), "2", "16"],
+            [sys.executable, "-m", "tests.train._worker", str(out2), str(zero), "16"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
     two = {int(k): v for k, v in json.loads((out2 / "losses.json").read_text()).items()}
 
-    spec = tiny_spec(tmp_path / "one", **{"train.zero_stage": 2, "data.batch_size": 16,
+    spec = tiny_spec(tmp_path / "one", **{"train.zero_stage": zero, "data.batch_size": 16,
                                           "train.steps": 12, "checkpoint.every": 12})
     one, _ = _run(spec, global_batches(12, 16))
     assert sorted(two) == sorted(one.losses)

@@ -23,3 +23,18 @@ def test_dry_run_writes_nothing(tmp_path):
                    "memory per worker"):
         assert needle in result.stdout, needle
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_bench_step_json_is_json_and_writes_nothing(tmp_path):
+    """stdout is the JSON alone (DeepSpeed's op-load line goes to stderr); nothing is written."""
+    import json
+
+    result = run_cli("bench", "step", str(ROOT / "jobs/quickstart.yaml"), "--steps", "8",
+                     "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (row,) = json.loads(result.stdout)
+    assert row["steps_timed"] == 2 * (8 - 3)  # 2 rounds, 3 warm-up steps each
+    for key in ("engine_vs_bare", "engine_mem_vs_bare"):
+        assert 0.05 < row[key] < 5, row
+    assert 0 <= row["engine_data_wait_frac"] <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
