@@ -127,10 +127,13 @@ def test_prune_table_uses_the_unpruned_resnet_as_zero():
              group("prune-quaternion-90", "ℍ (quaternion) 90%", PRUNE, 0.97, 150)]
     text = section_prune(prune, resnet, RECORD)
     assert "| algebra | params (unpruned) | 0% pruned | 50% pruned | 90% pruned |" in text
-    assert "| ℝ (real) | 1,000 | 99.0 | 98.0 | 90.0 | 200 |" in text
-    assert "| ℍ (quaternion) | 1,000 | 99.0 | 99.0 | 97.0 | 150 |" in text
+    assert "| ℝ (real) | 1,000 | 99.0 | 98.0 | 90.0 | 200 at 90% |" in text
+    assert "| ℍ (quaternion) | 1,000 | 99.0 | 99.0 | 97.0 | 150 at 90% |" in text
     assert "ℍ (quaternion) keeps more than ℝ (real), as AlgebraNets report" in text
     assert "tags.paper_section = 'prune'" in text
+    failed = section_prune(prune[:-1], resnet, RECORD)  # ℍ's 90% cell did not finish
+    assert "| ℍ (quaternion) | 1,000 | 99.0 | 99.0 | – | 550 at 50% |" in failed
+    assert "stop at different sparsities" in failed
 
 
 def test_table_markdown():

@@ -66,7 +66,7 @@ def run_benchmarks(quick: bool) -> dict[str, list[dict[str, Any]]]:
     while os.getloadavg()[0] > 1.0 and time.monotonic() < deadline:
         time.sleep(5)
     spec = load_job(Path(BENCH_STEP_JOB), ["checkpoint.resume=false"])
-    return {"layer": layer.run(quick=quick), "step": step.run(spec, steps=10 if quick else 30)}
+    return {"layer": layer.run(quick=quick), "step": step.run(spec, steps=10 if quick else 60)}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -117,9 +117,30 @@ def run_suite(out: Path, store: Path = DEFAULT_STORE, quick: bool = False,
     }
     path = suite_file(store, suite)
     path.write_text(json.dumps(record, indent=2, default=str))
-    write_report(path, out)
+    _report_in_fresh_process(path, out, store, suite)
     log(f"wrote {out} ({record['total_seconds'] / 60:.1f} min in all); suite record {path}")
     return path
+
+
+def _report_in_fresh_process(path: Path, out: Path, store: Path, suite: str) -> None:
+    """`phmscale bench paper --suite ID` in a new interpreter. This process has just run a Ray
+    cluster, 51 job clients and the benchmarks' DataLoader workers; on CPython 3.11 rendering
+    here once died inside the import machinery (MLflow's lazy `import pyspark`: KeyError in
+    importlib's _ModuleLock.acquire, cpython#87712). The suite record is on disk first, so a
+    failed report loses nothing and the message says how to render it again."""
+    import subprocess
+    import sys
+
+    from phmscale.errors import PhmscaleError
+
+    command = [sys.executable, "-m", "phmscale", "bench", "paper", "--suite", suite,
+               "--store", str(store), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PhmscaleError(
+            f"the suite's runs are done and recorded in {path}, but writing {out} failed:\n"
+            f"{done.stderr.strip()[-2000:]}\nrender it again with: "
+            f"phmscale bench paper --suite {suite} --store {store} --out {out}")
 
 
 def write_report(suite_path: Path, out: Path) -> list[Path]:

@@ -86,8 +86,10 @@ PIPE_MAX_BYTES = 128 * 2**10
 
 
 def for_transfer(t: torch.Tensor) -> torch.Tensor | np.ndarray:
-    """A small tensor as a NumPy array (pickled through the pipe), a large one as it is."""
-    return t.numpy() if t.numel() * t.element_size() <= PIPE_MAX_BYTES else t
+    """A small tensor as a NumPy array (pickled through the pipe), a large one (or a dtype
+    NumPy lacks, bfloat16) as it is."""
+    small = t.numel() * t.element_size() <= PIPE_MAX_BYTES
+    return t.numpy() if small and t.dtype is not torch.bfloat16 else t
 
 
 def from_transfer(v: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -117,6 +119,10 @@ class EpochDataset(IterableDataset):
     shard_seeds: tuple[int, ...] = field(default_factory=tuple)
     take_chunks: tuple[int, ...] | None = None  # per role: chunks to deliver after the skip
     epoch: int = 0  # tags the items
+    # Items every role yields this epoch, its chunks and end marker padded with "pad" items:
+    # a DataLoader asks its workers for items in turn, one each, so roles of unequal shares
+    # would otherwise drift apart by the difference every epoch of a stream (see loader.py).
+    pad_to: int = 0
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -168,21 +174,23 @@ class EpochDataset(IterableDataset):
         info = torch.utils.data.get_worker_info()
         role = info.id if info is not None else 0
         state = ReadState(self.expected, self.on_error)
-        reported = 0
+        reported = sent = 0
         item: dict[str, Any] = {"role": role, "epoch": self.epoch, "x": None, "y": None,
-                                "end": False, "error": None}
+                                "end": False, "error": None, "pad": False}
         try:
             for x, y in self._pipeline(role, state):
                 if info is not None:  # in a worker process: the chunk crosses to the main one
                     x, y = for_transfer(x), for_transfer(y)
                 yield {**item, "x": x, "y": y, "skipped": state.skipped - reported}
-                reported = state.skipped
+                reported, sent = state.skipped, sent + 1
         except InvalidInputError as error:
             # In-band, so the main process raises the message itself rather than DataLoader's
             # re-raise with a worker traceback pasted into it.
             yield {**item, "error": str(error), "skipped": 0}
             return
         yield {**item, "end": True, "skipped": state.skipped - reported}
+        for _ in range(self.pad_to - sent - 1):
+            yield {**item, "pad": True, "skipped": 0}
 
 
 @dataclass

@@ -20,7 +20,10 @@ epoch), so every process computes the same plan without talking to the others:
    …, skipping finished roles — enforced here from role and epoch tags, not left to DataLoader
    timing) and cuts exact batches of data.batch_size. Chunks of a later epoch that arrive early
    (one worker is through epoch e while another is still in it) wait for their epoch; `stream`
-   yields exactly the batches of iterate(e), iterate(e + 1), ….
+   yields exactly the batches of iterate(e), iterate(e + 1), …. A DataLoader takes one item
+   from each worker in turn, so every role pads its epoch to the same item count (the most
+   chunks any role holds, plus its end marker): otherwise a role with half the shards of
+   another would run one more half epoch ahead every epoch, its chunks piling up here.
 
 Equal batches on every rank (unequal counts hang DDP/DeepSpeed collectives):
 `batches_per_epoch` comes from shards.json counts and is the same on every rank.
@@ -180,7 +183,7 @@ class ShardLoader:
         return urls, [float(sum(self.counts[i] for i in r)) for r in roles]
 
     def _dataset(self, epoch: int, attempt: int, role_urls: list[list[str]],
-                 plan: ResumePlan) -> EpochDataset:
+                 role_counts: list[float], plan: ResumePlan) -> EpochDataset:
         def seed(*parts: int) -> int:
             return mix_seed(self.seed, epoch, attempt, self.rank, *parts) | 1  # never 0
 
@@ -191,6 +194,10 @@ class ShardLoader:
                               self.batches_per_epoch * self.batch_size)
             assert end is not None
             take = tuple(e - s for e, s in zip(end.skip_chunks, plan.skip_chunks, strict=True))
+            chunks = list(take)
+        else:  # what each role's shards hold from its skip on (fewer if samples are bad)
+            chunks = [max(0, math.ceil(count / self.batch_size) - skip)
+                      for count, skip in zip(role_counts, plan.skip_chunks, strict=True)]
         return EpochDataset(
             role_urls=role_urls, all_urls=list(self.shards.urls),
             expected=dict(zip(self.shards.urls, self.counts, strict=True)),
@@ -200,7 +207,7 @@ class ShardLoader:
             seeds=tuple(seed(role, 2) if self.shuffle_buffer else 0 for role in range(self.roles)),
             resampled=self.resampled,
             shard_seeds=tuple(seed(role, 3) for role in range(self.roles)),
-            take_chunks=take, epoch=epoch,
+            take_chunks=take, epoch=epoch, pad_to=max(chunks) + 1,
         )
 
     def _plan(self, epoch: int, attempt: int, start: int) -> tuple[ResumePlan, EpochDataset] | None:
@@ -210,7 +217,7 @@ class ShardLoader:
         plan = plan_resume(role_counts, self.batch_size, start * self.batch_size)
         if plan is None:
             return None
-        return plan, self._dataset(epoch, attempt, role_urls, plan)
+        return plan, self._dataset(epoch, attempt, role_urls, role_counts, plan)
 
     def _stream_epoch(self, epoch: int, start: int) -> EpochDataset | None:
         """What a stream's workers run for `epoch` (the first pass; top-ups are one-off)."""
@@ -228,6 +235,8 @@ class ShardLoader:
                 if item is None:  # all workers gone
                     ended.update(range(self.roles))
                     break
+                if item["pad"]:
+                    continue
                 self.skipped += item["skipped"]
                 self.last_epoch_skipped += item["skipped"]
                 if item["error"]:
@@ -277,7 +286,8 @@ class ShardLoader:
             yield from self._batches(self._merge(items, plan.phase), plan.drop)
             return
         loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                            prefetch_factor=self.prefetch if self.num_workers else None, collate_fn=keep)
+                            prefetch_factor=self.prefetch if self.num_workers else None,
+                            collate_fn=keep)
         items = iter(loader)
         try:
             yield from self._batches(self._merge(items, plan.phase), plan.drop)
@@ -338,7 +348,8 @@ class ShardLoader:
         epoch, offset = divmod(start_batch, self.batches_per_epoch)
         loader = DataLoader(EpochStream(self._stream_epoch, epoch, offset), batch_size=None,
                             num_workers=self.num_workers,
-                            prefetch_factor=self.prefetch if self.num_workers else None, collate_fn=keep)
+                            prefetch_factor=self.prefetch if self.num_workers else None,
+                            collate_fn=keep)
         items = iter(loader)
         epochs = _ByEpoch(items)
         try:
@@ -369,7 +380,7 @@ class _ByEpoch:
         for item in self.items:
             if item["epoch"] == epoch:
                 yield item
-            elif item["epoch"] > epoch:
+            elif item["epoch"] > epoch and not item["pad"]:
                 self.early.setdefault(item["epoch"], deque()).append(item)
 
 

@@ -10,9 +10,12 @@ checksum — from each 512-byte header: ~6 µs a member.
 
 Same members, names and errors as tarfile's stream mode for what shards hold:
 - regular files (types '0', '\\0', '7'); other types (directories, links, devices) are skipped,
-  as webdataset skips every non-regular member;
+  as webdataset skips every non-regular member, and carry no data, as tarfile reads them;
 - ustar names with a prefix; GNU long names ('L'); pax extended headers ('x': `path`, `size`;
-  global 'g' headers are read past);
+  'g': the same for every later member), the outermost of a chain winning as in tarfile;
+- sparse members (GNU 'S', pax GNU.sparse.*) are a ReadError: shards never hold them;
+- of the numeric fields only the size is parsed (tarfile checks all); the checksum, which
+  tarfile checks too, is what catches a corrupt header;
 - the end: a zero block, or the stream ending at a header boundary; a bad checksum or a
   partial header ends the archive too, except at the very start ("empty file", "bad
   checksum": tarfile.ReadError), exactly as tarfile does, so a shortfall against shards.json
@@ -43,6 +46,8 @@ BLOCK = 512
 _ZERO = bytes(BLOCK)
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")  # gzip, bzip2, xz magic
 _REGULAR = (b"0", b"\0", b"7")
+_EXTENSIONS = (b"L", b"K", b"x", b"X", b"g")
+_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, fifos
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: keys like __key__
 
 
@@ -89,123 +94,160 @@ def _pax(data: bytes) -> dict[str, str]:
     return out
 
 
-def _name(header: bytes, long_name: str | None) -> str:
-    """The member's name: an extension header's, else the ustar prefix + name fields."""
+def _name(header: bytes, long_name: str | None, global_records: dict[str, str]) -> str:
+    """The member's name: an extension header's, else a global pax path, else the ustar
+    prefix + name fields."""
     if long_name is not None:
         return long_name
+    if "path" in global_records:
+        return global_records["path"]
     name = _text(header[0:100])
     prefix = _text(header[345:500]) if header[257:263] == b"ustar\0" else ""
     return prefix + "/" + name if prefix else name
 
 
-class _Prefixed:
-    """A stream with `head` pushed back in front of it (for handing over to tarfile)."""
+class _Exact:
+    """`read(n)` that returns n bytes unless the stream ends, with `head` pushed back in front.
+
+    tarfile's stream reader loops until it has what it asked for, and so must this one: a raw
+    stream may return less (fsspec's HTTP stream gives what the socket has), and taking a short
+    header or payload for the end of the shard would lose its last samples silently.
+    """
 
     def __init__(self, head: bytes, stream: IO[bytes]):
         self.head, self.stream = head, stream
 
     def read(self, size: int = -1) -> bytes:
-        if not self.head:
-            return self.stream.read(size)
         if size < 0:
             out, self.head = self.head + self.stream.read(), b""
             return out
-        out, self.head = self.head[:size], self.head[size:]
-        if len(out) < size:
-            out += self.stream.read(size - len(out))
-        return out
+        parts, want = [self.head[:size]], size - len(self.head[:size])
+        self.head = self.head[size:]
+        while want > 0:
+            chunk = self.stream.read(want)
+            if not chunk:
+                break
+            parts.append(chunk)
+            want -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _bad_header(header: bytes, first: bool, extended: bool, reason: str = "bad checksum"
+                ) -> None:
+    """tarfile's rule: a bad first header, or a bad one after an extension header, is a
+    ReadError; a bad one anywhere else ends the archive (the caller returns)."""
+    if first or extended:
+        raise tarfile.ReadError(
+            ("empty file" if first else "empty header") if not header
+            else "truncated header" if len(header) < BLOCK
+            else "end of file header" if header == _ZERO else reason)
 
 
 def tar_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
-    """(name, data) of every regular member of an uncompressed tar stream."""
+    """(name, data) of every regular member of an uncompressed tar stream (read through an
+    `_Exact`, or anything whose read(n) returns n bytes until the end)."""
     read = stream.read
     first = True
-    long_name: str | None = None  # from a GNU 'L' or pax 'path' record, for the next member
+    # Extension headers ('L', 'x') before a member: the outermost name wins, as in tarfile
+    # (each applies its own after the recursion that reads the rest of the chain).
+    long_name: str | None = None
     pax_size: int | None = None
-    extended = False  # the last header was an extension of the next one ('L', 'x', …)
+    global_records: dict[str, str] = {}  # pax 'g': applied under every later member's own
+    extended = False  # the last header was an extension of the next one
     while True:
         header = read(BLOCK)
         if header == _ZERO and not extended:
             return  # end-of-archive marker
         if len(header) < BLOCK or header == _ZERO or not _checksum_ok(header):
-            # tarfile: a bad first header, or a bad one after an extension header, is an
-            # error; a bad one anywhere else ends the archive
-            if first or extended:
-                raise tarfile.ReadError(
-                    ("empty file" if first else "empty header") if not header
-                    else "truncated header" if len(header) < BLOCK
-                    else "end of file header" if header == _ZERO else "bad checksum")
+            _bad_header(header, first, extended)
+            return
+        kind = header[156:157]
+        try:
+            size = _number(header[124:136])
+        except ValueError:  # tarfile: InvalidHeaderError
+            _bad_header(header, first, extended, "invalid header")
             return
         first = False
-        kind = header[156:157]
-        size = _number(header[124:136]) if pax_size is None else pax_size
-        padded = -(-size // BLOCK) * BLOCK
+        is_extension = kind in _EXTENSIONS
+        if not is_extension:
+            if pax_size is not None:
+                size = pax_size
+            elif "size" in global_records:
+                size = int(global_records["size"])
+        # tarfile skips no data after a link, directory or device header, whatever its size
+        padded = 0 if kind in _NO_DATA else -(-size // BLOCK) * BLOCK
         payload = read(padded) if padded else b""
-        if len(payload) < size:
+        if len(payload) < min(size, padded):
             raise tarfile.ReadError("unexpected end of data")
         if len(payload) < padded:  # the data is whole, the padding after it is not
             if kind in _REGULAR:
-                yield _name(header, long_name), payload[:size]
+                yield _name(header, long_name, global_records), payload[:size]
             raise tarfile.ReadError("unexpected end of data")
         data = payload[:size] if padded != size else payload
-        extended = kind in (b"L", b"K", b"x", b"X", b"g")
+        extended = is_extension
         if kind == b"L":  # GNU long name of the next member
-            long_name = _text(data)
+            long_name = long_name if long_name is not None else _text(data)
             continue
-        if kind in (b"x", b"X"):  # pax header of the next member
+        if kind in (b"x", b"X", b"g"):  # pax header of the next member, or of all later ones
             records = _pax(data)
-            long_name = records.get("path", long_name)
-            pax_size = int(records["size"]) if "size" in records else None
+            if any(key.startswith("GNU.sparse.") for key in records):
+                raise tarfile.ReadError("GNU sparse members are not supported in shards")
+            if kind == b"g":
+                global_records.update(records)
+                continue
+            if long_name is None and "path" in records:
+                long_name = records["path"]
+            if pax_size is None and "size" in records:
+                pax_size = int(records["size"])
             continue
-        if kind in (b"g", b"K"):  # pax global header, GNU long link name: nothing for us
+        if kind == b"K":  # GNU long link name: nothing for us
             continue
         if kind == b"S":
             raise tarfile.ReadError("GNU sparse members are not supported in shards")
-        name = _name(header, long_name)
+        name = _name(header, long_name, global_records)
         long_name, pax_size = None, None
         if kind in _REGULAR and not name.endswith("/"):
             yield name, data
 
 
-def tar_file_iterator_fast(
-    fileobj: IO[bytes],
-    handler: Callable[[Exception], bool] = reraise_exception,
-) -> Iterator[dict[str, Any]]:
-    """webdataset's `tar_file_iterator` (same dicts, same skipped names), on `tar_members`."""
+def tar_file_iterator_fast(fileobj: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """webdataset's `tar_file_iterator` (same dicts, same skipped names), on `tar_members`.
+    Errors propagate to `tar_file_expander`, which hands each to the handler once."""
     head = fileobj.read(6)
-    if head.startswith(_COMPRESSED):
-        yield from tar_file_iterator(_Prefixed(head, fileobj), handler=handler)
+    if head.startswith(_COMPRESSED):  # webdataset's own reader, tarfile inside
+        yield from tar_file_iterator(_Exact(head, fileobj), handler=reraise_exception)
         return
     try:
-        for name, data in tar_members(_Prefixed(head, fileobj)):
+        for name, data in tar_members(_Exact(head, fileobj)):
             if "/" not in name and name.startswith("__") and name.endswith("__"):
                 continue  # webdataset's metadata members
             if _META.match(name):
                 continue
             yield {"fname": name, "data": data}
-    except Exception as exn:  # noqa: BLE001 - the handler decides, as in webdataset
-        if exn.args:
+    except Exception as exn:
+        if exn.args:  # as webdataset annotates it (ReadState.handler splits on " @ ")
             exn.args = (f"{exn.args[0]} @ {fileobj}",) + exn.args[1:]
-        handler(exn)  # after a tar error the stream position is unknown: stop either way
+        raise
 
 
 def tar_file_expander(data: Iterable[dict[str, Any]],
                       handler: Callable[[Exception], bool] = reraise_exception,
                       ) -> Iterator[dict[str, Any]]:
     """webdataset's `tar_file_expander` on the fast iterator: each opened shard's members,
-    tagged with its URL, then an empty dict that ends the shard's last sample."""
+    tagged with its URL, then an empty dict that ends the shard's last sample. After a tar
+    error the stream position is unknown: the handler decides whether the next shard is read
+    (True) or the pipeline stops (False, or it raises)."""
     for source in data:
         url = source["url"]
         try:
-            for sample in tar_file_iterator_fast(source["stream"], handler=handler):
+            for sample in tar_file_iterator_fast(source["stream"]):
                 sample["__url__"] = url
                 yield sample
-            yield {}
-        except Exception as exn:  # noqa: BLE001
+        except Exception as exn:  # noqa: BLE001 - the handler decides, as in webdataset
             exn.args = exn.args + (source.get("stream"), url)
-            if handler(exn):
-                continue
-            break
+            if not handler(exn):
+                break
+        yield {}
 
 
 def tarfile_samples(src: Iterable[dict[str, Any]],

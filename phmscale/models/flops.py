@@ -142,8 +142,26 @@ _EXTRA_FORMULAS = {
 }
 
 
+class _GlobalOnly:
+    """FlopCounterMode's module tracker, reduced to what we read: every count under "Global".
+    The real `ModuleTracker` registers process-wide module forward hooks (and grad hooks on
+    the outputs) while counting, which would reach a model training in another thread: the
+    MLflow hook summarizes the model in a thread beside the training loop. The dispatch mode
+    that does the counting is thread-local, so without the tracker nothing leaks."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self) -> _GlobalOnly:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 def _count(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    counter.mod_tracker = _GlobalOnly()  # type: ignore[assignment]
+    with torch.no_grad(), counter:
         model(x)
     return {str(op): int(f) for op, f in counter.get_flop_counts()["Global"].items()}
 

@@ -158,9 +158,12 @@ class PHMBase(nn.Module):
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        # A pruned checkpoint carries `mask`; give a fresh (unpruned) layer a buffer to copy into.
-        if self.mask is None and prefix + "mask" in state_dict:
-            self.mask = torch.ones(self.S.shape[1:], dtype=torch.bool, device=self.S.device)
+        # A pruned checkpoint carries `mask`; give a fresh (unpruned) layer a buffer to copy into,
+        # shaped like the saved one: S may be a partitioned placeholder here (DeepSpeed ZeRO-3
+        # loads module states before gathering parameters), its shape (0,).
+        saved = state_dict.get(prefix + "mask")
+        if self.mask is None and saved is not None:
+            self.mask = torch.ones(saved.shape, dtype=torch.bool, device=self.S.device)
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._cache.clear()
 

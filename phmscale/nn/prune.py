@@ -7,8 +7,10 @@ an element entirely, so the surviving weights stay algebra-valued and a sparse k
 n² multiply-adds of W per pruned element. Magnitude = L2 norm over the n components (axis 0).
 
 The mask is a persistent bool buffer of shape S.shape[1:], applied in forward as S·mask
-(broadcast over axis 0): pruned elements stay zero while training continues and the mask
-travels in the state_dict. Pruning also zeroes the pruned S values, so S itself reports them.
+(broadcast over axis 0): pruned elements stay zero in every forward while training continues,
+and the mask travels in the state_dict. Pruning also zeroes the pruned S values, but an
+optimizer may move them again (AdamW's momentum and weight decay, a ZeRO fp32 master copy):
+the mask, not S, is the record of what was pruned (`effective_S`, `sparsity_report`).
 """
 
 from __future__ import annotations

@@ -254,7 +254,8 @@ class PruneSpec(Section):
         0.0, ge=0, lt=1, description="Final fraction of algebra elements pruned (0: no pruning)."
     )
     start_step: int = Field(
-        1, ge=1, description="Optimizer steps done when the first pruning happens."
+        1, ge=1, description="Optimizer steps done when the ramp starts (its target is 0 "
+        "there: elements first go at start_step + every; one-shot pruning prunes here)."
     )
     end_step: int | None = Field(
         None, ge=1, description="Step at which the final sparsity is reached (None: start_step, "

@@ -6,20 +6,22 @@ The loop calls `Pruner.after_step(done)` at every step boundary. Between `start_
     s(t) = s_f · (1 − (1 − (t − t0) / (t1 − t0))³)      t0 ≤ t ≤ t1, every `every` steps
 
 so most elements go early, while the net still has many steps to adapt, and the last ones go
-slowly; one-shot pruning (t0 = t1) jumps to s_f. After t1 the net fine-tunes at s_f until
-`train.steps`. Each event calls `phmscale.nn.prune.prune_elements` on the pruned layers: the
-smallest-L2 elements (over their n components) are masked. Already pruned elements have
-magnitude 0, so sparsity only grows.
+slowly. s(t0) = 0, so elements first go at t0 + every; one-shot pruning (t0 = t1) jumps to s_f
+at t0. After t1 the net fine-tunes at s_f until `train.steps`. Each event calls
+`phmscale.nn.prune.prune_elements` on the pruned layers: the smallest-L2 elements (over their n
+components) are masked. Already pruned elements have magnitude 0, so sparsity only grows.
 
 Every rank computes the same masks without talking to the others: data-parallel ranks hold
 bitwise-identical parameters after each step (ZeRO-1/2 all-gather the updated partitions), and
-the ranking breaks ties by position. Under ZeRO-3 the parameters are partitioned, so S is
-gathered for the ranking (read-only: the mask, a buffer every rank keeps whole, is what prunes;
-DeepSpeed's fp32 master copy of S keeps the old values, which the mask hides in forward and
-the zero gradient never updates).
+the ranking breaks ties by position. Under ZeRO-3 the parameters are partitioned, so each event
+gathers S for the ranking (every rank calls it at the same step: it is a collective). The mask,
+a buffer every rank keeps whole, is what prunes: the optimizer may move a pruned S value again
+(AdamW's momentum and weight decay, DeepSpeed's fp32 master copy), but forward only ever sees
+S·mask, so a pruned element contributes nothing and its gradient is zero.
 
 The masks are persistent buffers of the model, so DeepSpeed checkpoints carry them and a
-resumed run continues with the same pruned elements.
+resumed run continues with the same pruned elements. The reported sparsity and parameter count
+come from the masks alone (no gather).
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from phmscale.errors import InvalidInputError
 from phmscale.nn.base import PHMBase
-from phmscale.nn.prune import phm_layers, prune_elements, sparsity_report
+from phmscale.nn.prune import phm_layers, prune_elements
 from phmscale.spec import JobSpec
 
 
 def target_sparsity(spec: JobSpec, done: int) -> float | None:
-    """The sparsity to prune to after `done` steps, or None when no pruning is due then."""
+    """The sparsity to prune to after `done` steps, or None when no event is due then."""
     p = spec.train.prune
     if not p.enabled or done < p.start_step or done > p.last_step:
         return None
@@ -51,9 +54,18 @@ def pruned_layers(model: nn.Module, keep_first_last: bool) -> list[PHMBase]:
     """The layers pruning acts on: every PHM layer in module order, less the first and last
     (the stem and the classifier) when asked."""
     layers = [layer for _, layer in phm_layers(model)]
-    if keep_first_last and len(layers) > 2:
-        layers = layers[1:-1]
-    return layers
+    return layers[1:-1] if keep_first_last else layers
+
+
+def _elements(layer: PHMBase) -> int:
+    """Elements of a layer, from its mask or S's full shape (ZeRO-3 leaves S a placeholder)."""
+    if layer.mask is not None:
+        return layer.mask.numel()
+    shape = getattr(layer.S, "ds_shape", layer.S.shape)
+    count = 1
+    for size in shape[1:]:
+        count *= int(size)
+    return count
 
 
 @dataclass
@@ -69,35 +81,42 @@ class Pruner:
     """Applies `train.prune` to the engine's model at the scheduled step boundaries."""
 
     def __init__(self, spec: JobSpec, model: nn.Module, zero_stage: int):
-        self.spec, self.model, self.zero_stage = spec, model, zero_stage
+        self.spec, self.zero_stage = spec, zero_stage
+        self.enabled = spec.train.prune.enabled
+        self.layers: list[PHMBase] = []
+        self.state: PruneState | None = None
+        if not self.enabled:
+            return
         self.layers = pruned_layers(model, spec.train.prune.keep_first_last)
+        if not self.layers:
+            found = len(phm_layers(model))
+            raise InvalidInputError(
+                f"train.prune: the model has {found} weight layer(s) and "
+                "train.prune.keep_first_last leaves none to prune; set keep_first_last: false "
+                "or use a deeper model")
         # ZeRO-3 leaves each parameter an empty placeholder; ds_numel is its full size.
         self.params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
         self.refresh()
 
     def refresh(self) -> None:
-        """Recount after the masks changed outside `after_step` (a checkpoint was loaded)."""
-        with self._gathered():
-            self.state = self._state()
-
-    @property
-    def enabled(self) -> bool:
-        return self.spec.train.prune.enabled and bool(self.layers)
-
-    def _state(self) -> PruneState:
-        report = sparsity_report(self.layers)
-        removed = sum(row.pruned * layer.n
-                      for row, layer in zip(report.layers, self.layers, strict=True))
-        return PruneState(report.sparsity, self.params - removed)
+        """Recount from the masks (after pruning, or after a checkpoint brought masks back)."""
+        if not self.enabled:
+            return
+        total = pruned = removed = 0
+        for layer in self.layers:
+            count = _elements(layer)
+            gone = 0 if layer.mask is None else count - int(layer.mask.sum())
+            total, pruned, removed = total + count, pruned + gone, removed + gone * layer.n
+        self.state = PruneState(pruned / total if total else 0.0, self.params - removed)
 
     def after_step(self, done: int) -> PruneState | None:
         """Prune if an event is due after `done` steps; returns the new state, else None."""
         target = target_sparsity(self.spec, done) if self.enabled else None
-        if target is None:
+        if not target:  # None, or the ramp's first event (s(t0) = 0): nothing to remove
             return None
         with self._gathered():  # collective under ZeRO-3: every rank calls this at `done`
             prune_elements(self.layers, target, self.spec.train.prune.scope)
-            self.state = self._state()
+        self.refresh()
         return self.state
 
     def _gathered(self):  # noqa: ANN202 (a context manager)

@@ -278,3 +278,27 @@ def test_stream_keeps_its_workers_across_epochs(even: Path, tmp_path: Path,
     assert len(multiprocessing.active_children()) == 2
     del stream  # garbage collection stops them too
     assert multiprocessing.active_children() == []
+
+
+def test_stream_with_unequal_roles_holds_little(tmp_path: Path, monkeypatch) -> None:
+    """3 shards over 2 workers: role 0 reads 2, role 1 reads 1. Without padding the short role
+    would run ahead by half an epoch's chunks every epoch, and they would pile up."""
+    from phmscale.data import loader as loader_module
+
+    held: list[int] = []
+
+    class Counting(loader_module._ByEpoch):
+        def of(self, epoch):  # noqa: ANN001, ANN202
+            for item in super().of(epoch):
+                held.append(sum(len(q) for q in self.early.values()))
+                yield item
+
+    monkeypatch.setattr(loader_module, "_ByEpoch", Counting)
+    pattern = write_shards(tmp_path / "three", [40, 40, 40])
+    loader = make_loader(spec(pattern, shuffle_buffer=0, loader_workers=2), "train")
+    p = loader.batches_per_epoch
+    stream = loader.stream(0)
+    got = ids(list(islice(stream, 12 * p)))
+    stream.close()
+    assert got == _epochs(loader, 0, 12)
+    assert max(held) <= 40, max(held)  # prefetched chunks at most, not 12 epochs of surplus

@@ -108,3 +108,81 @@ def test_empty_and_garbage_shards_raise_like_tarfile():
         with pytest.raises(tarfile.ReadError, match=message):
             list(tario.tar_members(io.BytesIO(data)))
     assert list(tario.tar_members(io.BytesIO(bytes(1024)))) == []  # just the end marker
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that returns at most a few bytes per read, as a network stream may."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos, self.rng = data, 0, random.Random(3)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self.data) - self.pos if size < 0 else size
+        size = min(size, self.rng.randint(1, 7))
+        out = self.data[self.pos:self.pos + size]
+        self.pos += len(out)
+        return out
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS.keys())
+def test_short_reads_lose_nothing(fmt, tmp_path):
+    data = _archive(fmt)
+    got = list(tario.tar_file_iterator_fast(_Trickle(data)))
+    assert [(m["fname"], m["data"]) for m in got] == list(_tarfile_members(data))
+
+
+def _block(name: str, kind: bytes, data: bytes = b"", size: int | None = None) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, len(data) if size is None else size
+    header = info.tobuf(tarfile.USTAR_FORMAT) if kind != tarfile.DIRTYPE else info.tobuf()
+    return header + data + bytes(-len(data) % 512)
+
+
+def _pax_block(records: dict[str, str]) -> bytes:
+    body = b""
+    for key, value in records.items():
+        record = f" {key}={value}\n".encode()
+        length = len(record) + len(str(len(record)))
+        length += len(str(length)) - len(str(len(record)))
+        body += str(length).encode() + record
+    return _block("././@PaxHeader", tarfile.XHDTYPE, body)
+
+
+def test_header_chains_and_dataless_types_match_tarfile():
+    payload = b"x" * 700
+    chains = {
+        "pax then gnu name": _pax_block({"path": "from-pax.bin"})
+        + _block("././@LongLink", tarfile.GNUTYPE_LONGNAME, b"from-gnu.bin\0")
+        + _block("short.bin", tarfile.REGTYPE, payload),
+        "gnu name then pax": _block("././@LongLink", tarfile.GNUTYPE_LONGNAME, b"from-gnu.bin\0")
+        + _pax_block({"path": "from-pax.bin"}) + _block("short.bin", tarfile.REGTYPE, payload),
+        "pax size": _pax_block({"size": "700"}) + _block("a.bin", tarfile.REGTYPE, payload, 5),
+        "directory with a size": _block("d", tarfile.DIRTYPE, size=1024)
+        + _block("after.bin", tarfile.REGTYPE, payload),
+    }
+    for name, body in chains.items():
+        data = body + bytes(1024)
+        theirs = list(_tarfile_members(data))
+        assert list(tario.tar_members(io.BytesIO(data))) == theirs, name
+        assert theirs, name
+
+
+def test_a_tar_error_reaches_the_handler_once(tmp_path):
+    body = (_block("a.npy", tarfile.REGTYPE, b"n" * 700) + _block("a.cls", tarfile.REGTYPE, b"1")
+            + _block("b.npy", tarfile.REGTYPE, b"n" * 700))
+    shard = tmp_path / "cut.tar"
+    shard.write_bytes(body[:3300])  # inside b.npy's data (from byte 3072)
+    seen = []
+
+    def handler(error: Exception) -> bool:
+        seen.append(str(error.args[0]))
+        return True  # skip: go on with the next shard
+
+    pipeline = wds.DataPipeline(lambda: iter([{"url": str(shard)}, {"url": str(shard)}]),
+                                tario.tarfile_to_samples(handler=handler))
+    keys = [s["__key__"] for s in pipeline]
+    assert len(seen) == 2 and all("unexpected end of data" in s for s in seen)
+    assert keys == ["a", "a"]  # a.npy + a.cls before the cut, from each shard

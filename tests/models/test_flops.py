@@ -97,3 +97,24 @@ def test_width_match_flops() -> None:
     assert resolve_spec(resnet(algebra="quaternion", width=16, width_match="flops")).width == 16
     m4r = resolve_spec(resnet(algebra="m4r", width=16, width_match="flops"))
     assert m4r.width == 32  # 4× cheaper products → ≈ 2× the width for equal FLOPs
+
+
+def test_counting_registers_no_process_wide_hooks():
+    """The MLflow hook counts FLOPs in a thread beside training: FlopCounterMode's module
+    tracker would hook every module's forward in the process while it counts."""
+    import torch
+    from torch import nn
+    from torch.nn.modules import module as torch_module
+
+    from phmscale.models.flops import _count
+
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            seen.append(len(torch_module._global_forward_pre_hooks)
+                        + len(torch_module._global_forward_hooks))
+            return x @ x
+
+    assert sum(_count(Probe(), torch.ones(4, 4)).values()) == 2 * 4**3
+    assert seen == [0]

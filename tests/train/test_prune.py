@@ -64,6 +64,18 @@ def test_first_and_last_layers_are_kept(tmp_path):
     assert kept == every[1:-1] and len(kept) >= 2
 
 
+def test_nothing_left_to_prune_is_refused(tmp_path):
+    from torch import nn
+
+    from phmscale.nn import PHMLinear
+    from phmscale.train.prune import Pruner
+
+    two = nn.Sequential(PHMLinear(8, 8, n=2), PHMLinear(8, 8, n=2))  # a stem and a head only
+    with pytest.raises(InvalidInputError, match="keep_first_last leaves none to prune"):
+        Pruner(tiny_spec(tmp_path, **PRUNE), two, zero_stage=1)
+    assert Pruner(tiny_spec(tmp_path), two, zero_stage=1).state is None  # off: nothing done
+
+
 @pytest.mark.parametrize("zero", [1, 3])
 def test_training_prunes_to_the_target_and_keeps_it(tmp_path, zero):
     spec = tiny_spec(tmp_path, **PRUNE, **{"train.zero_stage": zero, "checkpoint.every": 20})
@@ -81,10 +93,13 @@ def test_training_prunes_to_the_target_and_keeps_it(tmp_path, zero):
             assert layer.weight.abs().sum() > 0
 
 
-def test_resume_keeps_masks_and_matches_a_straight_run(tmp_path):
+@pytest.mark.parametrize("zero", [1, 3])
+def test_resume_keeps_masks_and_matches_a_straight_run(tmp_path, zero):
+    """ZeRO-3 loads module states (with the masks) while S is still a partitioned placeholder."""
     batches = global_batches(30, 8)
-    straight, _ = _run(tiny_spec(tmp_path / "a", **PRUNE, **{"checkpoint.every": 10}), batches)
-    spec = tiny_spec(tmp_path / "b", **PRUNE, **{"checkpoint.every": 10})
+    sets = {**PRUNE, "checkpoint.every": 10, "train.zero_stage": zero}
+    straight, _ = _run(tiny_spec(tmp_path / "a", **sets), batches)
+    spec = tiny_spec(tmp_path / "b", **sets)
     first, _ = _run(spec, batches, max_steps=10)
     second, r2 = _run(spec, batches)
     assert r2.start_step == 10
