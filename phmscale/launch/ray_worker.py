@@ -234,9 +234,10 @@ class RankZeroReport(Hooks):
 
 def _mlflow_hook(spec: JobSpec, tags: dict[str, str]) -> Hooks:
     """`tracking_hooks`' MLflow hook, tagged for Ray. Its flush writes a checkpoint's window
-    of steps as `log_batch` requests of up to 1000 metrics (one SQL transaction each), so a
-    worker killed mid-flush (`phmscale stop`, a lost node) leaves whole batches, and the
-    batches not yet sent stay buffered."""
+    of steps as `log_batch` requests of up to 1000 metrics, each one SQL transaction: a worker
+    killed mid-flush (`phmscale stop`, a lost node) leaves a window of up to 1000 metrics
+    (100 steps of the loop's ~10 metrics) all logged or not at all. A longer window is split,
+    and a kill between its batches loses the later ones' steps from the curves."""
     from phmscale.tracking.mlflow_hook import MLflowHook
     from phmscale.tracking.uri import check_reachable, resolve_uri
 
