@@ -123,7 +123,8 @@ def sparsity_report(module_or_layers: LayersArg) -> SparsityReport:
     """Elements and pruned (masked-out) elements of every PHM layer, and the total."""
     rows = []
     for path, layer in phm_layers(module_or_layers):
-        count = layer.S[0].numel()
+        # The mask has S.shape[1:]; counting it also works where S is a sharded placeholder.
+        count = layer.mask.numel() if layer.mask is not None else layer.S[0].numel()
         pruned = 0 if layer.mask is None else count - int(layer.mask.sum())
         rows.append(LayerSparsity(path, count, pruned))
     return SparsityReport(rows)

@@ -33,7 +33,7 @@ from torch import nn
 
 from phmscale.errors import InvalidInputError
 from phmscale.nn.base import PHMBase
-from phmscale.nn.prune import phm_layers, prune_elements
+from phmscale.nn.prune import phm_layers, prune_elements, sparsity_report
 from phmscale.spec import JobSpec
 
 
@@ -55,17 +55,6 @@ def pruned_layers(model: nn.Module, keep_first_last: bool) -> list[PHMBase]:
     (the stem and the classifier) when asked."""
     layers = [layer for _, layer in phm_layers(model)]
     return layers[1:-1] if keep_first_last else layers
-
-
-def _elements(layer: PHMBase) -> int:
-    """Elements of a layer, from its mask or S's full shape (ZeRO-3 leaves S a placeholder)."""
-    if layer.mask is not None:
-        return layer.mask.numel()
-    shape = getattr(layer.S, "ds_shape", layer.S.shape)
-    count = 1
-    for size in shape[1:]:
-        count *= int(size)
-    return count
 
 
 @dataclass
@@ -102,12 +91,15 @@ class Pruner:
         """Recount from the masks (after pruning, or after a checkpoint brought masks back)."""
         if not self.enabled:
             return
-        total = pruned = removed = 0
-        for layer in self.layers:
-            count = _elements(layer)
-            gone = 0 if layer.mask is None else count - int(layer.mask.sum())
-            total, pruned, removed = total + count, pruned + gone, removed + gone * layer.n
-        self.state = PruneState(pruned / total if total else 0.0, self.params - removed)
+        if all(layer.mask is None for layer in self.layers):  # nothing pruned yet
+            self.state = PruneState(0.0, self.params)
+            return
+        # prune_elements masks every layer it is given, and a checkpoint brings all the masks
+        # back, so each layer is counted from its mask (no gather under ZeRO-3).
+        report = sparsity_report(self.layers)
+        removed = sum(row.pruned * layer.n
+                      for row, layer in zip(report.layers, self.layers, strict=True))
+        self.state = PruneState(report.sparsity, self.params - removed)
 
     def after_step(self, done: int) -> PruneState | None:
         """Prune if an event is due after `done` steps; returns the new state, else None."""
