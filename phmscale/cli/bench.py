@@ -66,14 +66,17 @@ def step(
     job: Path = typer.Argument(..., help="Job YAML file."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     steps: int = typer.Option(60, "--steps", min=6, help="Steps per contender and round (3 "
-                              "are warm-up; 2 rounds)."),
+                              "are warm-up)."),
+    rounds: int = typer.Option(6, "--rounds", min=1, help="Paired rounds (each runs every "
+                               "contender once; ratios are the median over rounds)."),
     as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
 ) -> None:
     """The full engine (DeepSpeed + WebDataset) against a bare PyTorch loop on the same batches."""
     from phmscale.bench.step import run
     from phmscale.spec import load_job
 
-    _show(run(load_job(job, set_), steps=steps), "bench step (engine ÷ bare)", as_json)
+    _show(run(load_job(job, set_), steps=steps, rounds=rounds), "bench step (engine ÷ bare)",
+          as_json)
 
 
 @bench_app.command()

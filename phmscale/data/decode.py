@@ -155,7 +155,12 @@ def collate(
     arrays = [s[0] for s in samples]
     if len({a.dtype for a in arrays}) > 1:  # mixed uint8 and float inputs: scale one by one
         arrays = [a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a for a in arrays]
-    x = torch.from_numpy(np.stack(arrays))
-    if x.dtype == torch.uint8:
-        x = x.to(torch.float32).div_(255.0)
-    return x, torch.from_numpy(np.asarray([s[1] for s in samples], dtype=np.int64))
+    return to_tensors(np.stack(arrays), np.asarray([s[1] for s in samples], dtype=np.int64))
+
+
+def to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """A chunk's stacked arrays as collate returns them (also for chunks of held shards)."""
+    t = torch.from_numpy(x)
+    if t.dtype == torch.uint8:
+        t = t.to(torch.float32).div_(255.0)
+    return t, torch.from_numpy(y)

@@ -28,8 +28,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from phmscale.data import held as H
 from phmscale.data import tario
-from phmscale.data.decode import DecodeConfig, collate, decode
+from phmscale.data.decode import DecodeConfig, collate, decode, to_tensors
 from phmscale.errors import InvalidInputError
 
 log = logging.getLogger("phmscale.data")
@@ -46,6 +47,8 @@ class ReadState:
     delivered: int = 0
     skipped: int = 0
     warned: int = 0
+    collector: H.Collector | None = None  # this pass's decoded samples, to hold whole shards
+    collected: dict[str, H.Shard] | None = None  # the shards it came to hold
 
     def where(self) -> str:
         return f"shard {self.url}" + (f" (after sample {self.key!r})" if self.key else "")
@@ -65,6 +68,8 @@ class ReadState:
     def handler(self, exn: Exception) -> bool:
         """webdataset's handler protocol (url_opener, tar iterator, group_by_keys)."""
         text = str(exn.args[0]).split(" @ ")[0] if exn.args else repr(exn)
+        if self.collector is not None:
+            self.collector.spoil(self.url)
         return self.fail(f"{self.where()}: {type(exn).__name__}: {text}")
 
     def finish_shard(self) -> None:
@@ -72,6 +77,8 @@ class ReadState:
         if self.url and self.url in self.expected:
             short = self.expected[self.url] - self.delivered
             if short > 0:
+                if self.collector is not None:
+                    self.collector.spoil(self.url)
                 self.fail(f"{self.where()}: read {self.delivered} samples, shards.json says "
                           f"{self.expected[self.url]} (truncated or corrupt shard)")
                 self.skipped += short
@@ -123,6 +130,9 @@ class EpochDataset(IterableDataset):
     # a DataLoader asks its workers for items in turn, one each, so roles of unequal shares
     # would otherwise drift apart by the difference every epoch of a stream (see loader.py).
     pad_to: int = 0
+    # Set by EpochStream in the process that iterates: the shards it holds decoded, from
+    # earlier epochs (held.py); None reads the tars every time.
+    held: H.HeldShards | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -146,16 +156,24 @@ class EpochDataset(IterableDataset):
             for sample in src:
                 state.delivered += 1
                 state.key = sample["__key__"]
+                sample["__index__"] = state.delivered - 1  # its place in the shard
                 yield sample
 
         def decoded(src: Iterator[dict]) -> Iterator[Any]:
+            collector = state.collector
             for sample in src:
                 try:
-                    yield decode(sample, self.cfg)
+                    x, y = decode(sample, self.cfg)
                 except Exception as error:  # noqa: BLE001 - any undecodable sample is bad data
+                    if collector is not None:
+                        collector.spoil(sample.get("__url__", ""))
                     state.fail(f"bad sample {sample.get('__key__')!r} in shard "
                                f"{sample.get('__url__')}: {error}")
                     state.skipped += 1
+                    continue
+                if collector is not None:
+                    collector.add(sample["__url__"], sample["__index__"], x, y)
+                yield x, y
 
         stages: list[Any] = [self._source(role), track_shards,
                              tario.tarfile_to_samples(handler=state.handler), track_samples]
@@ -170,16 +188,44 @@ class EpochDataset(IterableDataset):
             stages.append(lambda src: islice(src, take))
         return wds.DataPipeline(*stages)
 
+    def _from_held(self, role: int, x: np.ndarray, y: np.ndarray) -> Iterator[Any]:
+        """The pipeline's chunks from held shards: same order, skip, chunks and take."""
+        index = H.order(len(y), self.shuffle_buffer, self.seeds[role])
+        index = index[self.skip_chunks[role] * self.chunk :]
+        chunks = H.chunks(x, y, index, self.chunk)
+        if self.take_chunks is not None:
+            chunks = islice(chunks, self.take_chunks[role])
+        for cx, cy in chunks:
+            yield to_tensors(cx, cy)
+
+    def _chunks(self, role: int, state: ReadState) -> Iterator[Any]:
+        """This role's chunks: from held shards when it holds them all, else from the tars
+        (holding the shards that come whole, when this process holds any)."""
+        if self.held is not None and not self.resampled:
+            whole = self.held.epoch(self.role_urls[role])
+            if whole is not None:
+                yield from self._from_held(role, *whole)
+                return
+            state.collector = self.held.collector(self.expected)
+        yield from self._pipeline(role, state)
+        if state.collector is not None:
+            state.collected = state.collector.commit()
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
-        role = info.id if info is not None else 0
+        yield from self.role_items(info.id if info is not None else 0, info is not None)
+
+    def role_items(self, role: int, in_worker: bool = False) -> Iterator[dict[str, Any]]:
+        """What role `role` hands the main process this epoch: its chunks, then its end
+        marker (with the shards it came to hold, for the main process to hold too), then
+        pads."""
         state = ReadState(self.expected, self.on_error)
         reported = sent = 0
         item: dict[str, Any] = {"role": role, "epoch": self.epoch, "x": None, "y": None,
                                 "end": False, "error": None, "pad": False}
         try:
-            for x, y in self._pipeline(role, state):
-                if info is not None:  # in a worker process: the chunk crosses to the main one
+            for x, y in self._chunks(role, state):
+                if in_worker:  # the chunk crosses to the main process
                     x, y = for_transfer(x), for_transfer(y)
                 yield {**item, "x": x, "y": y, "skipped": state.skipped - reported}
                 reported, sent = state.skipped, sent + 1
@@ -188,7 +234,8 @@ class EpochDataset(IterableDataset):
             # re-raise with a worker traceback pasted into it.
             yield {**item, "error": str(error), "skipped": 0}
             return
-        yield {**item, "end": True, "skipped": state.skipped - reported}
+        yield {**item, "end": True, "skipped": state.skipped - reported,
+               "held": state.collected or None}
         for _ in range(self.pad_to - sent - 1):
             yield {**item, "pad": True, "skipped": 0}
 
@@ -201,14 +248,17 @@ class EpochStream(IterableDataset):
     make: Callable[[int, int], EpochDataset | None]  # (epoch, start batch) → that epoch's pass
     epoch: int
     start_batch: int
+    hold_bytes: int = 0  # decoded shards this process may hold across epochs (0: none)
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch, start = self.epoch, self.start_batch
+        held = H.HeldShards(self.hold_bytes) if self.hold_bytes else None  # this process's
         while True:
             dataset = self.make(epoch, start)
             if dataset is not None:  # None: nothing left from `start` (the main process agrees)
+                dataset.held = held
                 yield from dataset
             epoch, start = epoch + 1, 0

@@ -62,7 +62,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -72,6 +72,7 @@ from torch.utils.data import DataLoader
 from phmscale.data.check import common_batches, dataset_problems
 from phmscale.data.decode import DecodeConfig
 from phmscale.data.epoch import EpochDataset, EpochStream, from_transfer, keep
+from phmscale.data.held import HeldShards, split_bytes
 from phmscale.data.shards import ShardSet, resolve
 from phmscale.errors import InvalidInputError
 
@@ -158,6 +159,12 @@ class ShardLoader:
         self.prefetch = max(2, min(16, (64 << 20) // max(1, 4 * sample * self.batch_size)))
         self.batches_per_epoch: int = common_batches(
             self.counts, world_size, self.batch_size, train=self.train, resampled=self.resampled)
+        # Each stream process holds decoded shards across epochs if the whole split fits
+        # (held.py): then the quickstart reads its tars in epoch 0 only.
+        budget = d.memory_cache_mib << 20
+        fits = split_bytes(self.counts, m.input_shape, (shards.dataset or {}).get("dtype"))
+        self.hold_bytes = (budget if self.train and not self.resampled and m.task == "classify"
+                           and fits <= budget else 0)
         self.skipped: int = 0
         self.last_epoch_skipped: int = 0
         if self.batches_per_epoch == 0:
@@ -346,18 +353,44 @@ class ShardLoader:
         worker's prefetch when a training step takes ~20 ms.
         """
         epoch, offset = divmod(start_batch, self.batches_per_epoch)
-        loader = DataLoader(EpochStream(self._stream_epoch, epoch, offset), batch_size=None,
+        loader = DataLoader(EpochStream(self._stream_epoch, epoch, offset, self.hold_bytes),
+                            batch_size=None,
                             num_workers=self.num_workers,
                             prefetch_factor=self.prefetch if self.num_workers else None,
                             collate_fn=keep)
         items = iter(loader)
-        epochs = _ByEpoch(items)
+        # What the workers came to hold arrives here too; once this process holds the whole
+        # split, it serves every later epoch itself and the workers stop (held.py).
+        held = HeldShards(self.hold_bytes) if self.hold_bytes else None
+        epochs = _ByEpoch(items, held.add if held is not None else None)
         try:
-            while True:
+            while held is None or not held.holds(self.shards.urls):
                 yield from self._epoch(epoch, offset, epochs.of(epoch))
+                epoch, offset = epoch + 1, 0
+            _stop_workers(items)
+            while True:
+                yield from self._epoch(epoch, offset, self._held_items(epoch, offset, held))
                 epoch, offset = epoch + 1, 0
         finally:  # close() or garbage collection of this generator
             _stop_workers(items)
+
+    def _held_items(self, epoch: int, start: int,
+                    held: HeldShards) -> Iterator[dict[str, Any]]:
+        """The items the stream's workers would hand over for `epoch`, made here from held
+        shards: no tar read, no decode, nothing through a pipe (~0.05 ms a batch of 64, against
+        ~0.6 ms a batch through a worker's queue on 2 busy cores)."""
+        dataset = self._stream_epoch(epoch, start)
+        if dataset is None:
+            return
+        dataset.held = held
+        roles = [dataset.role_items(role) for role in range(self.roles)]
+        while roles:  # in turn, one item each, as a DataLoader takes them from its workers
+            for role in list(roles):
+                item = next(role, None)
+                if item is None:
+                    roles.remove(role)
+                else:
+                    yield item
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -366,18 +399,22 @@ class ShardLoader:
 class _ByEpoch:
     """A stream's epoch-tagged items, one epoch at a time (epochs are asked for in order)."""
 
-    def __init__(self, items: Iterator[dict[str, Any]]):
+    def __init__(self, items: Iterator[dict[str, Any]],
+                 on_held: Callable[[dict[str, Any]], None] | None = None):
         self.items = items
+        self.on_held = on_held  # gets the shards an end marker brings, whatever its epoch
         self.early: dict[int, deque[dict[str, Any]]] = {}  # epoch → items that came early
 
     def of(self, epoch: int) -> Iterator[dict[str, Any]]:
         """Epoch `epoch`'s items in arrival order. A later epoch's are held for it; an earlier
         one's (what followed its last batch: surplus, end markers) are dropped, as iterate
         drops them by stopping its workers."""
-        held = self.early.pop(epoch, deque())
-        while held:
-            yield held.popleft()
+        early = self.early.pop(epoch, deque())
+        while early:
+            yield early.popleft()
         for item in self.items:
+            if self.on_held is not None and item.get("held"):
+                self.on_held(item["held"])
             if item["epoch"] == epoch:
                 yield item
             elif item["epoch"] > epoch and not item["pad"]:

@@ -225,6 +225,12 @@ class DataSpec(Section):
         description="Where builtin: datasets are packed on first use; default "
         "$PHMSCALE_CACHE or ~/.cache/phmscale.",
     )
+    memory_cache_mib: int = Field(
+        1024, ge=0,
+        description="Decoded training samples each loader process may hold in memory across "
+        "epochs, in MiB (0: off). Used when the whole train split fits (classify, not "
+        "resampled): a shard read whole once is then served from memory, in the same order.",
+    )
 
 
 class OptimizerSpec(Section):

@@ -48,6 +48,7 @@ class TrainResult:
     peak_memory_bytes: int = 0
     train_flops_per_sample: float = 0.0
     step_times: list[float] = field(default_factory=list)
+    wait_times: list[float] = field(default_factory=list)  # of each step, waiting for data
 
 
 class _StopFlag:
@@ -118,6 +119,7 @@ class _Run:
             loss_value += loss.item() / self.accum
         dt = time.perf_counter() - t0
         self.result.step_times.append(dt)
+        self.result.wait_times.append(wait)
         samples = self.spec.data.batch_size * self.accum
         tokens = self.spec.model.seq_len if self.spec.model.task == "causal_lm" else 1
         self.meter.add(samples, samples * tokens, dt, wait, loss_value)

@@ -265,7 +265,8 @@ def test_stream_keeps_its_workers_across_epochs(even: Path, tmp_path: Path,
                              **kwargs)
 
     monkeypatch.setattr(loader_module, "DataLoader", NotingDataLoader)
-    loader = make_loader(spec(str(even), loader_workers=2), "train")
+    # Not holding decoded shards: a stream that holds the split stops its workers (below).
+    loader = make_loader(spec(str(even), loader_workers=2, memory_cache_mib=0), "train")
     stream = loader.stream(0)
     assert len(list(islice(stream, 4 * loader.batches_per_epoch))) == 4 * 32  # 4 epochs
     assert len(made) == 1  # one DataLoader …

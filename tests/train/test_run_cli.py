@@ -30,7 +30,7 @@ def test_bench_step_json_is_json_and_writes_nothing(tmp_path):
     import json
 
     result = run_cli("bench", "step", str(ROOT / "jobs/quickstart.yaml"), "--steps", "8",
-                     "--json", cwd=tmp_path)
+                     "--rounds", "2", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (row,) = json.loads(result.stdout)
     assert row["steps_timed"] == 2 * (8 - 3)  # 2 rounds, 3 warm-up steps each
