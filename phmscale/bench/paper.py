@@ -66,7 +66,7 @@ def run_benchmarks(quick: bool) -> dict[str, list[dict[str, Any]]]:
     while os.getloadavg()[0] > 1.0 and time.monotonic() < deadline:
         time.sleep(5)
     spec = load_job(Path(BENCH_STEP_JOB), ["checkpoint.resume=false"])
-    return {"layer": layer.run(quick=quick), "step": step.run(spec, steps=10 if quick else 60)}
+    return {"layer": layer.run(quick=quick), "step": step.run(spec, steps=10 if quick else None)}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -328,9 +328,11 @@ def section_bench(bench: dict[str, list[dict[str, Any]]]) -> str:
            "yaml --json`: the full engine (DeepSpeed + WebDataset) against a bare PyTorch "
            "loop on the same batches held in memory (`engine_vs_bare`), and the engine alone "
            "on those in-memory batches (`engine_mem_vs_bare`: DeepSpeed and the loop without "
-           "the data pipeline, whose loader worker shares the 2 cores with the step). Both run in the command's own process once the cells have "
-           "ended; `load` is the machine's 1-minute load average at the time (it is shared: "
-           "above ~1 on 2 cores, other work competed for the cores).\n"]
+           "the data pipeline), over the job's steps (at most 300); `engine_workers_*` reads "
+           "in a loader worker that shares the 2 cores with the step. Both run in the "
+           "command's own process once the cells have ended; `load` is the machine's "
+           "1-minute load average at the time (it is shared: above ~1 on 2 cores, other work "
+           "competed for the cores).\n"]
     for name in ("layer", "step"):
         rows = bench.get(name) or []
         if not rows:

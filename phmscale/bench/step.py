@@ -1,23 +1,26 @@
 """`phmscale bench step`: the full engine against a bare PyTorch loop, side by side.
 
-Three contenders, all in this process:
+The contenders, all in this process:
 - engine: `phmscale.train.loop.train` — DeepSpeed, the WebDataset loader, meters, hooks;
+- engine_workers (when the engine reads inline, below): the same with the loader reading in
+  data.loader_workers processes, as a GPU step gets it — what reading inline is worth here;
 - engine_mem: the same engine on the same batches held in memory (no loader): what DeepSpeed
   and the loop cost on their own;
 - bare: the same model (same init) on the batches in memory, plain torch AdamW,
   `loss.backward(); clip; step`.
 
-Paired rounds: each round runs every contender once (`steps` steps, the first `WARMUP` not
-timed), in an order rotated from round to round, and a ratio is the median over rounds of that
-round's ratio of median step times. The machine's speed drifts by seconds here (a 2-core VM: the
-same contender's median step went from 13.8 to 18.1 ms between two runs a few seconds apart),
-so a contender is only ever compared with the others run beside it; `engine_vs_bare_spread`
-is the max − min of the rounds' engine ratios.
+Paired rounds: each round runs every contender once (`steps` steps, by default the job's own up
+to 300, the first `WARMUP` not timed), in an order rotated from round to round, and a ratio is
+the median over rounds of that round's throughput ratio (samples/s over the timed steps, so a
+slow first batch of an epoch counts in full, as it does in a job). The machine's speed drifts
+by seconds here (a 2-core VM: the same contender's median step went from 13.8 to 18.1 ms
+between two runs a few seconds apart), so a contender is only ever compared with the others
+run beside it; `engine_vs_bare_spread` is the max − min of the rounds' engine ratios.
 
 The engine's epoch 0 reads and decodes every sample from the tars; from epoch 1 on a loader
-that holds its decoded shards (held.py, `held`) serves them from memory. Their ratios are given
-apart (`engine_read_vs_bare`, `engine_held_vs_bare`), since a bench round is a couple of epochs
-while a job is many: the quickstart runs 12 epochs, 1 of them read.
+that holds its decoded shards (held.py, `held`) serves them from memory, in this process when
+the step runs on the CPU (`read_inline`). Their ratios are also given apart
+(`engine_read_vs_bare`, `engine_held_vs_bare`): the quickstart runs 12 epochs, 1 of them read.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from phmscale.spec import JobSpec
 
 WARMUP = 3
+MAX_STEPS = 300  # 3 contenders × 6 rounds × 300 quickstart steps of ~10 ms: ~1 min
 
 
 def _bare_loop(spec: JobSpec, batches: list[tuple[torch.Tensor, torch.Tensor]],
@@ -57,16 +61,30 @@ def _bare_loop(spec: JobSpec, batches: list[tuple[torch.Tensor, torch.Tensor]],
     return times
 
 
+def _per_round(rounds: list[dict[str, list[float]]], name: str) -> list[float]:
+    """Each round's throughput of `name` ÷ bare's: bare's mean step time ÷ `name`'s (> 1:
+    faster than bare)."""
+    return [statistics.fmean(r["bare"]) / statistics.fmean(r[name])
+            for r in rounds if r.get(name)]
+
+
 def _ratio(rounds: list[dict[str, list[float]]], name: str) -> float:
-    """Median over rounds of bare's median step time ÷ `name`'s (> 1: faster than bare)."""
-    per_round = [statistics.median(r["bare"]) / statistics.median(r[name])
-                 for r in rounds if r.get(name)]
+    """The median over rounds of `_per_round`."""
+    per_round = _per_round(rounds, name)
     return statistics.median(per_round) if per_round else float("nan")
 
 
-def run(spec: JobSpec, steps: int = 60, rounds: int = 6) -> list[dict[str, Any]]:
-    """One row: samples/s of the three contenders, the engine's ratios to bare (all timed
-    steps, epoch 0 read from the tars, later epochs) and its data-wait shares."""
+def default_steps(spec: JobSpec) -> int:
+    """Steps per contender and round: the job's own, up to MAX_STEPS. The engine's cost
+    changes over a job (the quickstart reads its tars in epoch 0 and serves 11 more epochs
+    from memory), so a window shorter than the job weighs its start-up wrongly: at 60 steps
+    the quickstart's read epoch is 42% of the timed steps, against 8% of the job."""
+    return min(spec.train.steps, MAX_STEPS)
+
+
+def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[str, Any]]:
+    """One row: samples/s of the contenders, the engine's ratios to bare (all timed steps,
+    epoch 0 read from the tars, later epochs) and its data-wait shares."""
     from phmscale.data import make_loader
     from phmscale.train.loop import train
     from phmscale.train.memory import InMemorySource, take
@@ -74,59 +92,64 @@ def run(spec: JobSpec, steps: int = 60, rounds: int = 6) -> list[dict[str, Any]]
     spec = spec.model_copy(deep=True)
     spec.train.grad_accum = 1
     spec.checkpoint.resume = False
-    steps = max(steps, WARMUP + 3)
-    loader = make_loader(spec, "train", 0, 1)
+    steps = max(default_steps(spec) if steps is None else steps, WARMUP + 3)
+    loader = make_loader(spec, "train", 0, 1, step_on_cpu=True)  # as the engine reads here
     per_epoch = loader.batches_per_epoch
     batches = take(loader, min(steps, per_epoch))
+    held = loader.hold_bytes > 0 and steps > per_epoch
+    # (part, first step, end) of an engine run's step times, for its ratios and waits.
+    parts = [("", WARMUP, steps), ("_read", WARMUP, per_epoch)]
+    if held:
+        parts.append(("_held", max(WARMUP, per_epoch), steps))
 
-    def engine(memory: bool) -> tuple[list[float], list[float]]:
+    def engine(name: str) -> dict[str, tuple[list[float], list[float]]]:
+        """{name + part: (step times, data waits)} of one engine run."""
         kw: dict[str, Any] = {}
-        if memory:
+        if name == "engine_mem":
             kw = {"train_source": InMemorySource(batches), "val_source": None}
+        elif name == "engine_workers":  # the loader as a GPU step gets it: workers read
+            kw = {"train_source": make_loader(spec, "train", 0, 1), "val_source": None}
         result = train(spec, max_steps=steps, dry_run=True, use_gpu=False, **kw)
-        return result.step_times, result.wait_times
+        if name == "engine_mem":
+            return {name: (result.step_times[WARMUP:], result.wait_times[WARMUP:])}
+        return {name + part: (result.step_times[lo:hi], result.wait_times[lo:hi])
+                for part, lo, hi in parts}
 
-    timed: list[dict[str, list[float]]] = []
-    waits = {"engine": [0.0, 0.0], "engine_read": [0.0, 0.0], "engine_held": [0.0, 0.0]}
     names = ["engine", "engine_mem", "bare"]
+    if loader.read_inline and spec.data.loader_workers:  # what reading inline saves
+        names.insert(1, "engine_workers")
+    timed: list[dict[str, list[float]]] = []
+    waits: dict[str, list[float]] = {}  # name → [data wait, step time], summed over rounds
     for i in range(rounds):
         got: dict[str, list[float]] = {}
-        for name in names[i % 3:] + names[: i % 3]:  # rotated: none always runs first
+        k = i % len(names)
+        for name in names[k:] + names[:k]:  # rotated: none always runs first
             if name == "bare":
                 got["bare"] = _bare_loop(spec, batches, steps)[WARMUP:]
-            elif name == "engine_mem":
-                got["engine_mem"] = engine(memory=True)[0][WARMUP:]
-            else:
-                step_times, wait_times = engine(memory=False)
-                for part, lo, hi in (("engine", WARMUP, steps),
-                                     ("engine_read", WARMUP, per_epoch),
-                                     ("engine_held", max(WARMUP, per_epoch), steps)):
-                    got[part] = step_times[lo:hi]
-                    waits[part][0] += sum(wait_times[lo:hi])
-                    waits[part][1] += sum(step_times[lo:hi])
+                continue
+            for part, (step_times, wait_times) in engine(name).items():
+                got[part] = step_times
+                total = waits.setdefault(part, [0.0, 0.0])
+                total[0] += sum(wait_times)
+                total[1] += sum(step_times)
         timed.append(got)
     b = spec.data.batch_size
-
-    def sps(name: str) -> float:
-        return b / statistics.median([t for r in timed for t in r[name]])
-
-    engine_rounds = [statistics.median(r["bare"]) / statistics.median(r["engine"])
-                     for r in timed]
-    held = loader.hold_bytes > 0 and steps > per_epoch
-    return [{
+    engine_rounds = _per_round(timed, "engine")
+    row: dict[str, Any] = {
         "job": spec.name, "rounds": rounds, "steps_timed": sum(len(r["bare"]) for r in timed),
         "batch": b, "loader_workers": spec.data.loader_workers, "batches_per_epoch": per_epoch,
-        "held": held,
-        "engine_samples_per_s": sps("engine"), "engine_mem_samples_per_s": sps("engine_mem"),
-        "bare_samples_per_s": sps("bare"),
-        "engine_vs_bare": _ratio(timed, "engine"),
-        "engine_vs_bare_spread": max(engine_rounds) - min(engine_rounds),
-        "engine_read_vs_bare": _ratio(timed, "engine_read"),
-        "engine_held_vs_bare": _ratio(timed, "engine_held") if held else float("nan"),
-        "engine_mem_vs_bare": _ratio(timed, "engine_mem"),
-        "engine_data_wait_frac": waits["engine"][0] / waits["engine"][1],
-        "engine_read_data_wait_frac": waits["engine_read"][0] / max(waits["engine_read"][1], 1e-9),
-        "engine_held_data_wait_frac": (waits["engine_held"][0] / waits["engine_held"][1]
-                                       if held else float("nan")),
-        "threads": torch.get_num_threads(),
-    }]
+        "held": held, "read_inline": loader.read_inline,
+    }
+    for name in names:
+        row[f"{name}_samples_per_s"] = b / statistics.fmean([t for r in timed for t in r[name]])
+    row["engine_vs_bare"] = statistics.median(engine_rounds)
+    row["engine_vs_bare_spread"] = max(engine_rounds) - min(engine_rounds)
+    for name in names[:-1]:
+        for part in ([""] if name == "engine_mem" else [p for p, _, _ in parts]):
+            if part or name != "engine":
+                row[f"{name}{part}_vs_bare"] = _ratio(timed, name + part)
+    for part, (wait, total) in waits.items():
+        if part != "engine_mem":
+            row[f"{part}_data_wait_frac"] = wait / max(total, 1e-9)
+    row["threads"] = torch.get_num_threads()
+    return [row]

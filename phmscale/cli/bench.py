@@ -65,8 +65,9 @@ def loader(
 def step(
     job: Path = typer.Argument(..., help="Job YAML file."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    steps: int = typer.Option(60, "--steps", min=6, help="Steps per contender and round (3 "
-                              "are warm-up)."),
+    steps: int | None = typer.Option(None, "--steps", min=6, help="Steps per contender and "
+                                     "round (3 are warm-up); default: the job's train.steps, "
+                                     "at most 300."),
     rounds: int = typer.Option(6, "--rounds", min=1, help="Paired rounds (each runs every "
                                "contender once; ratios are the median over rounds)."),
     as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),

@@ -208,7 +208,12 @@ class DataSpec(Section):
         "val split)."
     )
     batch_size: int = Field(64, ge=1, description="Samples per worker per micro-step.")
-    loader_workers: int = Field(2, ge=0, le=64, description="DataLoader processes per worker.")
+    loader_workers: int = Field(
+        2, ge=0, le=64,
+        description="DataLoader processes per worker that read and decode shards. A CPU "
+        "worker whose whole train split fits memory_cache_mib reads it in its own process "
+        "instead: its step's threads already fill the cores.",
+    )
     shuffle_buffer: int = Field(
         1000, ge=0, description="Sample shuffle buffer size per loader worker (0: no shuffle)."
     )
@@ -229,7 +234,8 @@ class DataSpec(Section):
         1024, ge=0,
         description="Decoded training samples each loader process may hold in memory across "
         "epochs, in MiB (0: off). Used when the whole train split fits (classify, not "
-        "resampled): a shard read whole once is then served from memory, in the same order.",
+        "resampled): a shard read whole once is then served from memory, in the same order, "
+        "by the training process.",
     )
 
 

@@ -21,7 +21,7 @@ import torch
 from phmscale.errors import InvalidInputError
 from phmscale.spec import JobSpec
 from phmscale.train import checkpoint as ckpt
-from phmscale.train.dist import all_reduce_mean, all_reduce_sum
+from phmscale.train.dist import DistEnv, all_reduce_mean, all_reduce_sum
 from phmscale.train.engine import EngineParts, build_engine
 from phmscale.train.evaluate import BatchSource, evaluate, is_better, loss_fn, quality_name
 from phmscale.train.hooks import Hooks, RunInfo
@@ -192,14 +192,16 @@ class _Run:
             self.save_on_interrupt()
 
 
-def _sources(spec: JobSpec, rank: int, world: int, train_source: BatchSource | None,
+def _sources(spec: JobSpec, env: DistEnv, train_source: BatchSource | None,
              val_source: BatchSource | None) -> tuple[BatchSource, BatchSource | None]:
     """The given sources, else this rank's WebDataset loaders."""
     if train_source is not None and (val_source is not None or not spec.data.val):
         return train_source, val_source
     from phmscale.data import make_loader
 
-    train_source = train_source or make_loader(spec, "train", rank, world)
+    rank, world = env.rank, env.world_size
+    train_source = train_source or make_loader(spec, "train", rank, world,
+                                               step_on_cpu=env.device.type == "cpu")
     if spec.data.val and val_source is None:
         val_source = make_loader(spec, "val", rank, world)
     return train_source, val_source
@@ -239,8 +241,7 @@ def train(
     run = _Run(spec, parts, hooks, checkpoint_dir, dry_run, result)
     result.start_step, run_id, resumed = run.resume()
     result.step = result.start_step
-    train_source, val_source = _sources(spec, env.rank, env.world_size, train_source,
-                                        val_source)
+    train_source, val_source = _sources(spec, env, train_source, val_source)
     info = RunInfo(spec, env.rank, env.world_size, result.start_step, resumed, run_id,
                    deepspeed_config=parts.config, model=parts.model)
     result.run_id = hooks.on_start(info) or run_id

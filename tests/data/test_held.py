@@ -29,14 +29,18 @@ def _iterated(loader, start: int, count: int) -> list[int]:
     return got[: count * loader.batch_size]
 
 
-@pytest.mark.parametrize("workers,world,rank", [(0, 1, 0), (1, 1, 0), (2, 1, 0), (2, 2, 1)])
+@pytest.mark.parametrize("workers,world,rank,inline", [
+    (0, 1, 0, False), (1, 1, 0, False), (2, 1, 0, False), (2, 2, 1, False),
+    (2, 1, 0, True), (2, 2, 1, True),  # read in this process (the step runs on the CPU)
+])
 def test_held_epochs_are_the_tar_epochs_and_read_no_tar(tmp_path: Path, workers: int,
-                                                         world: int, rank: int) -> None:
+                                                         world: int, rank: int,
+                                                         inline: bool) -> None:
     sizes = [11, 3, 9, 14, 5, 7, 2, 13, 4, 10]  # uneven: roles finish epochs at other times
     pattern = write_shards(tmp_path / "uneven", sizes)
     loader = make_loader(spec(pattern, shuffle_buffer=6, loader_workers=workers), "train",
-                         rank, world)
-    assert loader.hold_bytes > 0
+                         rank, world, step_on_cpu=inline)
+    assert loader.hold_bytes > 0 and loader.read_inline is inline
     p = loader.batches_per_epoch
     # Held shards reach the main process with a role's end marker, read during the next
     # epoch; a resume's first epoch skips samples, so its shards come whole an epoch later.
@@ -44,7 +48,10 @@ def test_held_epochs_are_the_tar_epochs_and_read_no_tar(tmp_path: Path, workers:
     for start in (0, 2 * p + 3):  # from the start, and resumed inside a held epoch
         want = _iterated(loader, start, epochs * p - start)
         stream = loader.stream(start_batch=start)
-        got = ids(list(islice(stream, epochs * p - start)))
+        got = ids(list(islice(stream, 1)))
+        if inline:  # its roles are read here, in the same merge order: no worker ever starts
+            assert multiprocessing.active_children() == []
+        got += ids(list(islice(stream, epochs * p - start - 1)))
         if world == 1:
             assert multiprocessing.active_children() == []  # the whole split is held here
         stream.close()
@@ -60,6 +67,25 @@ def test_held_epochs_are_the_tar_epochs_and_read_no_tar(tmp_path: Path, workers:
     got += ids(list(islice(stream, 2 * p)))
     stream.close()
     assert got == want
+
+
+def test_a_stream_read_inline_holds_the_split_after_one_epoch(tmp_path: Path) -> None:
+    """Its epoch stops at batches_per_epoch, before the surplus is read; the roles then run to
+    their end (as workers would) so every shard came whole and is held from epoch 1 on."""
+    pattern = write_shards(tmp_path / "uneven", [11, 3, 9, 14, 5, 7, 2, 13, 4, 10])
+    loader = make_loader(spec(pattern, shuffle_buffer=6, loader_workers=2), "train",
+                         step_on_cpu=True)
+    p = loader.batches_per_epoch
+    assert p * loader.batch_size < sum([11, 3, 9, 14, 5, 7, 2, 13, 4, 10])  # a surplus
+    want = _iterated(loader, 0, 4 * p)
+    stream = loader.stream(0)
+    got = ids(list(islice(stream, p + 1)))  # into epoch 1: epoch 0's roles have finished
+    for tar in (tmp_path / "uneven").glob("*.tar"):
+        tar.unlink()
+    got += ids(list(islice(stream, 3 * p - 1)))
+    stream.close()
+    assert got == want
+    assert multiprocessing.active_children() == []
 
 
 def test_nothing_is_held_when_off_or_too_big_or_not_a_training_stream(tmp_path: Path) -> None:
@@ -85,16 +111,18 @@ def test_nothing_is_held_when_off_or_too_big_or_not_a_training_stream(tmp_path: 
         list(islice(stream, loader.batches_per_epoch))
 
 
-def test_a_shard_with_bad_samples_is_never_held(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_shard_with_bad_samples_is_never_held(tmp_path: Path, inline: bool) -> None:
     with wds.TarWriter(str(tmp_path / "bad-0.tar")) as writer:
         for i in range(12):
             sample = {"__key__": f"s{i}", "npy": np.full((1, 4), i, np.float32), "cls": i % 10}
             if i == 5:
                 del sample["cls"]
             writer.write(sample)
-    good = write_shards(tmp_path / "good", [12, 12])
+    write_shards(tmp_path / "good", [12, 12])
     loader = make_loader(spec(f"{tmp_path}/{{bad-0.tar,good/part-0000.tar,good/part-0001.tar}}",
-                              on_error="skip", loader_workers=0), "train")
+                              on_error="skip", loader_workers=0), "train",
+                         step_on_cpu=inline)
     stream = loader.stream(0)
     list(islice(stream, loader.batches_per_epoch + 1))  # into epoch 1: epoch 0 is counted
     first = loader.skipped
