@@ -39,3 +39,43 @@ def test_bench_step_json_is_json_and_writes_nothing(tmp_path):
     assert 0 <= row["engine_data_wait_frac"] <= 1
     assert row["read_inline"] is True  # digits fits in memory and the step runs on the CPU
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_sigterm_checkpoints_then_the_same_command_resumes(tmp_path):
+    """SIGTERM mid-run: exit 130, a checkpoint at the step it stopped at, the MLflow run kept
+    (KILLED); the same command then continues from that step into the same run."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    args = [sys.executable, "-m", "phmscale", "run", str(ROOT / "jobs/quickstart.yaml"),
+            "--set", "train.steps=100000", "--set", "checkpoint.every=20"]
+    ckpt_dir = tmp_path / "checkpoints" / "quickstart-phm-vit-digits"
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ))
+    deadline = time.monotonic() + 300
+    while not list(ckpt_dir.glob("step_*/COMPLETE")):  # training is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:] + err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    stopped = int(re.search(r"interrupted at step (\d+)", out).group(1))
+    assert (ckpt_dir / f"step_{stopped:08d}" / "COMPLETE").is_file()  # saved where it stopped
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking)
+    (run,) = client.search_runs(client.get_experiment_by_name("quickstart").experiment_id)
+    assert run.info.status == "KILLED"
+
+    result = run_cli("run", str(ROOT / "jobs/quickstart.yaml"), "--set", "train.steps=100000",
+                     "--set", "checkpoint.every=20", "--steps", str(stopped + 10), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "(10 steps this run)" in result.stdout
+    (resumed,) = client.search_runs(run.info.experiment_id)
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
