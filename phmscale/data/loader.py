@@ -15,8 +15,9 @@ epoch), so every process computes the same plan without talking to the others:
    process. `stream` (training) starts its workers once: each worker runs its role through
    epoch e, then e+1, … and tags its chunks with the epoch; they stop when the stream is closed
    or collected. `iterate(epoch)` (validation, tests, the top-up pass below) starts workers for
-   that one epoch and stops them at its end. A stream that holds its whole split in memory
-   while the step runs on this CPU (`read_inline`) starts none: its roles are read here.
+   that one epoch and stops them at its end. When the step runs on this CPU (`read_inline`),
+   val passes and a stream that holds its whole split in memory start none: their roles are
+   read here, merged in the same order.
 3. Main process: per epoch, merges the workers' chunks in a fixed round-robin order (role 0, 1,
    …, skipping finished roles — enforced here from role and epoch tags, not left to DataLoader
    timing) and cuts exact batches of data.batch_size. Chunks of a later epoch that arrive early
@@ -166,13 +167,15 @@ class ShardLoader:
         fits = split_bytes(self.counts, m.input_shape, (shards.dataset or {}).get("dtype"))
         self.hold_bytes = (budget if self.train and not self.resampled and m.task == "classify"
                            and fits <= budget else 0)
-        # A held split read by workers: they serve the first epoch or two, then stop. When the
-        # training step runs on this process's CPU, its intra-op threads already fill every
-        # core, so workers would only timeshare with it — quickstart epoch 0 took 443 ms with
-        # one worker against 312 ms read here, epoch 1 (the worker serving from its own held
-        # shards) 340 against 264, and the hand-over cost a pickle of the whole split through
-        # the pipe and an 11 ms worker shutdown. Such a stream reads in this process instead.
-        self.read_inline = bool(self.hold_bytes) and step_on_cpu
+        # When the training step runs on this process's CPU, its intra-op threads already
+        # fill every core, so loader workers only timeshare with it. A held train split keeps
+        # workers for its first epoch or two: quickstart epoch 0 took 443 ms with one worker
+        # against 312 ms read here, epoch 1 (the worker serving from its own held shards) 340
+        # against 264, and the hand-over cost a pickle of the whole split through the pipe
+        # and an 11 ms worker shutdown. A val pass starts a worker per evaluation: the
+        # quickstart's evaluation (180 samples) took ~95 ms so, ~13 ms read here. Both read
+        # here instead.
+        self.read_inline = step_on_cpu and (bool(self.hold_bytes) or not self.train)
         self.skipped: int = 0
         self.last_epoch_skipped: int = 0
         if self.batches_per_epoch == 0:
@@ -291,12 +294,14 @@ class ShardLoader:
 
     def _pass(self, epoch: int, attempt: int, start: int,
               items: Iterator[dict[str, Any]] | None = None) -> Iterator[Batch]:
-        """One pass's batches, from the stream's workers (`items`: this epoch's chunks) or from
-        a DataLoader started for this pass alone."""
+        """One pass's batches, from the stream's workers (`items`: this epoch's chunks), read
+        here (`read_inline`), or from a DataLoader started for this pass alone."""
         planned = self._plan(epoch, attempt, start)
         if planned is None:
             return
         plan, dataset = planned
+        if items is None and self.read_inline:
+            items = self._roles_here(dataset, None)
         if items is not None:
             yield from self._batches(self._merge(items, plan.phase), plan.drop)
             return
@@ -408,8 +413,13 @@ class ShardLoader:
         queue on 2 busy cores); any other role reads its tars here and adds the shards that
         come whole to `held`."""
         dataset = self._stream_epoch(epoch, start)
-        if dataset is None:
-            return
+        if dataset is not None:
+            yield from self._roles_here(dataset, held)
+
+    def _roles_here(self, dataset: EpochDataset,
+                    held: HeldShards | None) -> Iterator[dict[str, Any]]:
+        """Every role of `dataset` run in this process, merged as a DataLoader over workers
+        would hand their items over."""
         dataset.held = held
         roles = [dataset.role_items(role) for role in range(self.roles)]
         while roles:  # in turn, one item each, as a DataLoader takes them from its workers
@@ -460,8 +470,8 @@ def _stop_workers(items: Iterator[dict[str, Any]]) -> None:
 def make_loader(spec: JobSpec, split: Literal["train", "val"], rank: int = 0,
                 world_size: int = 1, *, step_on_cpu: bool = False) -> ShardLoader:
     """The loader for one rank: `spec.data.train` or `spec.data.val` batched for spec.model.
-    `step_on_cpu`: the training step runs on this process's CPU cores, so a training stream
-    whose whole split it holds in memory reads it here rather than in loader workers."""
+    `step_on_cpu`: the training step runs on this process's CPU cores, so the val split, and
+    a train split held whole in memory, are read here rather than in loader workers."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', not {split!r}")
     value = spec.data.train if split == "train" else spec.data.val

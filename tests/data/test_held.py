@@ -38,15 +38,16 @@ def test_held_epochs_are_the_tar_epochs_and_read_no_tar(tmp_path: Path, workers:
                                                          inline: bool) -> None:
     sizes = [11, 3, 9, 14, 5, 7, 2, 13, 4, 10]  # uneven: roles finish epochs at other times
     pattern = write_shards(tmp_path / "uneven", sizes)
-    loader = make_loader(spec(pattern, shuffle_buffer=6, loader_workers=workers), "train",
-                         rank, world, step_on_cpu=inline)
+    s = spec(pattern, shuffle_buffer=6, loader_workers=workers)
+    loader = make_loader(s, "train", rank, world, step_on_cpu=inline)
     assert loader.hold_bytes > 0 and loader.read_inline is inline
+    reference = make_loader(s, "train", rank, world)  # iterate() through workers, as before
     p = loader.batches_per_epoch
     # Held shards reach the main process with a role's end marker, read during the next
     # epoch; a resume's first epoch skips samples, so its shards come whole an epoch later.
     epochs = 8 if world > 1 else 6  # a rank of 2 needs epochs to have read every shard
     for start in (0, 2 * p + 3):  # from the start, and resumed inside a held epoch
-        want = _iterated(loader, start, epochs * p - start)
+        want = _iterated(reference, start, epochs * p - start)
         stream = loader.stream(start_batch=start)
         got = ids(list(islice(stream, 1)))
         if inline:  # its roles are read here, in the same merge order: no worker ever starts
@@ -59,7 +60,7 @@ def test_held_epochs_are_the_tar_epochs_and_read_no_tar(tmp_path: Path, workers:
     if world > 1:
         return
     # Once held, the tars are not read again: gone from disk, the stream goes on.
-    want = _iterated(loader, 0, 4 * p)
+    want = _iterated(reference, 0, 4 * p)
     stream = loader.stream(0)
     got = ids(list(islice(stream, 2 * p)))
     for tar in (tmp_path / "uneven").glob("*.tar"):
@@ -73,11 +74,11 @@ def test_a_stream_read_inline_holds_the_split_after_one_epoch(tmp_path: Path) ->
     """Its epoch stops at batches_per_epoch, before the surplus is read; the roles then run to
     their end (as workers would) so every shard came whole and is held from epoch 1 on."""
     pattern = write_shards(tmp_path / "uneven", [11, 3, 9, 14, 5, 7, 2, 13, 4, 10])
-    loader = make_loader(spec(pattern, shuffle_buffer=6, loader_workers=2), "train",
-                         step_on_cpu=True)
+    s = spec(pattern, shuffle_buffer=6, loader_workers=2)
+    loader = make_loader(s, "train", step_on_cpu=True)
     p = loader.batches_per_epoch
     assert p * loader.batch_size < sum([11, 3, 9, 14, 5, 7, 2, 13, 4, 10])  # a surplus
-    want = _iterated(loader, 0, 4 * p)
+    want = _iterated(make_loader(s, "train"), 0, 4 * p)  # read by workers
     stream = loader.stream(0)
     got = ids(list(islice(stream, p + 1)))  # into epoch 1: epoch 0's roles have finished
     for tar in (tmp_path / "uneven").glob("*.tar"):

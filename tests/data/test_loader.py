@@ -91,10 +91,21 @@ def test_resampled_streams_and_resumes(even: Path) -> None:
     assert ids(list(loader.iterate(0, start_batch=5))) == ids(first[5:])
 
 
-def test_val_is_a_complete_deterministic_pass(even: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True])
+def test_val_is_a_complete_deterministic_pass(even: Path, inline: bool) -> None:
+    import multiprocessing
+
     s = spec(str(even), str(even / "train-*.tar"), batch_size=5)
-    loader = make_loader(s, "val")
-    a, b = list(loader.iterate(0)), list(loader.iterate(7))
+    loader = make_loader(s, "val", step_on_cpu=inline)  # inline: read here, 2 roles merged
+    assert loader.read_inline is inline
+    a = list(loader.iterate(0))
+    if inline:
+        assert multiprocessing.active_children() == []
+        assert ids(a) == ids(list(make_loader(s, "val").iterate(0)))  # what workers give
+        for rank in (0, 1):
+            assert (ids(list(make_loader(s, "val", rank, 2, step_on_cpu=True).iterate(0)))
+                    == ids(list(make_loader(s, "val", rank, 2).iterate(0))))
+    b = list(loader.iterate(7))
     assert ids(a) == ids(b)  # no shuffle: the same order every epoch
     assert sorted(ids(a)) == list(range(128))  # all of it, the last batch partial
     assert [len(y) for _, y in a][-1] == 128 % 5 and len(a) == loader.batches_per_epoch
@@ -236,12 +247,18 @@ def test_stream_matches_iterate_across_ranks_and_resampled(even: Path, tmp_path:
     assert ids(list(islice(loader.stream(p + 5), 3 * p - 5))) == _epochs(loader, 1, 3, 5)
 
 
-def test_stream_tops_up_like_iterate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True])
+def test_stream_tops_up_like_iterate(tmp_path: Path, inline: bool) -> None:
     folder = id_dataset(tmp_path / "ids", [8] * 8)
     _truncate(folder / "train-000003.tar", 0.5)
-    loader = make_loader(spec(str(folder), on_error="skip"), "train")
+    loader = make_loader(spec(str(folder), on_error="skip"), "train", step_on_cpu=inline)
+    assert loader.read_inline is inline  # the split fits: held, and read here when inline
     p = loader.batches_per_epoch
-    assert ids(list(islice(loader.stream(3), 3 * p - 3))) == _epochs(loader, 0, 3, 3)
+    want = _epochs(make_loader(spec(str(folder), on_error="skip"), "train"), 0, 3, 3)
+    assert ids(list(islice(loader.stream(3), 3 * p - 3))) == want
+    if inline:
+        with pytest.raises(InvalidInputError, match=r"train-000003\.tar"):
+            list(make_loader(spec(str(folder)), "train", step_on_cpu=True).stream(0))
 
 
 def _note_worker(path: str, worker_id: int) -> None:
