@@ -168,13 +168,14 @@ class ShardLoader:
         self.hold_bytes = (budget if self.train and not self.resampled and m.task == "classify"
                            and fits <= budget else 0)
         # When the training step runs on this process's CPU, its intra-op threads already
-        # fill every core, so loader workers only timeshare with it. A held train split keeps
-        # workers for its first epoch or two: quickstart epoch 0 took 443 ms with one worker
-        # against 312 ms read here, epoch 1 (the worker serving from its own held shards) 340
-        # against 264, and the hand-over cost a pickle of the whole split through the pipe
-        # and an 11 ms worker shutdown. A val pass starts a worker per evaluation: the
-        # quickstart's evaluation (180 samples) took ~95 ms so, ~13 ms read here. Both read
-        # here instead.
+        # fill the cores this worker has (all of them under `phmscale run`; cpus_per_worker
+        # under Ray, which sets OMP_NUM_THREADS to it), so loader workers only timeshare with
+        # it or with a neighbouring worker. A held train split kept workers for its first
+        # epoch or two: quickstart epoch 0 took 443 ms with one worker against 312 ms read
+        # here, epoch 1 (the worker serving from its own held shards) 340 against 264, and the
+        # hand-over cost a pickle of the whole split through the pipe and an 11 ms worker
+        # shutdown. A val pass started a worker per evaluation: the quickstart's evaluation
+        # (180 samples) took ~95 ms so, ~13 ms read here. Both are read here instead.
         self.read_inline = step_on_cpu and (bool(self.hold_bytes) or not self.train)
         self.skipped: int = 0
         self.last_epoch_skipped: int = 0
