@@ -2,8 +2,9 @@
 
 The contenders, all in this process:
 - engine: `phmscale.train.loop.train` — DeepSpeed, the WebDataset loader, meters, hooks;
-- engine_workers (when the engine reads inline, below): the same with the loader reading in
-  data.loader_workers processes, as a GPU step gets it — what reading inline is worth here;
+- engine_workers (when the engine reads inline, below): the same with its train and val
+  loaders reading in data.loader_workers processes, as a GPU step gets them — what reading
+  inline is worth here;
 - engine_mem: the same engine on the same batches held in memory (no loader): what DeepSpeed
   and the loop cost on their own;
 - bare: the same model (same init) on the batches in memory, plain torch AdamW,
@@ -34,7 +35,7 @@ import torch
 from phmscale.spec import JobSpec
 
 WARMUP = 3
-MAX_STEPS = 300  # 3 contenders × 6 rounds × 300 quickstart steps of ~10 ms: ~1 min
+MAX_STEPS = 300  # 4 contenders × 6 rounds × 300 quickstart steps of ~10 ms: ~1.5 min
 
 
 def _bare_loop(spec: JobSpec, batches: list[tuple[torch.Tensor, torch.Tensor]],
@@ -107,8 +108,9 @@ def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[s
         kw: dict[str, Any] = {}
         if name == "engine_mem":
             kw = {"train_source": InMemorySource(batches), "val_source": None}
-        elif name == "engine_workers":  # the loader as a GPU step gets it: workers read
-            kw = {"train_source": make_loader(spec, "train", 0, 1), "val_source": None}
+        elif name == "engine_workers":  # the loaders as a GPU step gets them: workers read
+            kw = {"train_source": make_loader(spec, "train", 0, 1),
+                  "val_source": make_loader(spec, "val", 0, 1) if spec.data.val else None}
         result = train(spec, max_steps=steps, dry_run=True, use_gpu=False, **kw)
         if name == "engine_mem":
             return {name: (result.step_times[WARMUP:], result.wait_times[WARMUP:])}

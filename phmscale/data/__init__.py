@@ -11,7 +11,7 @@ Modules, read in this order:
 - `decode`   — a sample → model inputs; chunks of samples → tensors
 - `check`    — validate-time `check_data(spec, world_size)`
 - `epoch`    — what each DataLoader worker runs for one epoch (read, shuffle, decode, chunk)
-- `loader`   — `make_loader(spec, split, rank, world_size)` → `ShardLoader`
+- `loader`   — `make_loader(spec, split, rank, world_size, *, step_on_cpu)` → `ShardLoader`
 
 No Ray, DeepSpeed or MLflow here: the engine passes rank and world size in.
 """

@@ -130,8 +130,8 @@ class EpochDataset(IterableDataset):
     # a DataLoader asks its workers for items in turn, one each, so roles of unequal shares
     # would otherwise drift apart by the difference every epoch of a stream (see loader.py).
     pad_to: int = 0
-    # Set by EpochStream in the process that iterates: the shards it holds decoded, from
-    # earlier epochs (held.py); None reads the tars every time.
+    # Set by EpochStream (or ShardLoader, reading inline) in the process that iterates: the
+    # shards it holds decoded, from earlier epochs (held.py); None reads the tars every time.
     held: H.HeldShards | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -2,9 +2,10 @@
 
 Why: the quickstart reads builtin:digits (1617 samples in 8 shards) 12 times in 300 steps, and
 reading a tar and decoding costs ~19 µs a sample in Python (1.2 ms a batch of 64, 2-core EPYC).
-That work runs in a loader worker whose CPU competes with the training step's 2 threads on 2
+That work ran in a loader worker whose CPU competed with the training step's 2 threads on 2
 cores: the engine with the loader ran at 0.70-0.79× a bare loop on batches in memory, the
-engine alone at 0.93-1.04× (`phmscale bench step`).
+engine alone at 0.93-1.04× (`phmscale bench step`). With the step on the CPU the training
+process now reads the split itself, once (loader.py, `read_inline`).
 
 What: a shard read whole and clean (every sample shards.json promised, no error, no resume
 skip) is kept as two arrays, x (N, *input_shape) in its decoded dtype and y (N,) int64. An epoch

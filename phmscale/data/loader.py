@@ -1,4 +1,4 @@
-"""The training loader: `make_loader(spec, split, rank, world_size) -> ShardLoader`.
+"""The training loader: `make_loader(spec, split, rank, world_size, *, step_on_cpu)`.
 
 Per epoch and rank, everything is derived from (spec.data, spec.train.seed, rank, world size,
 epoch), so every process computes the same plan without talking to the others:

@@ -211,8 +211,8 @@ class DataSpec(Section):
     loader_workers: int = Field(
         2, ge=0, le=64,
         description="DataLoader processes per worker that read and decode shards. A CPU "
-        "worker reads its val split, and a train split that fits memory_cache_mib, in its own "
-        "process instead: its step's threads already fill the cores.",
+        "worker reads its val split, and a train split held in memory (memory_cache_mib), in "
+        "its own process instead: its step's threads already fill the cores.",
     )
     shuffle_buffer: int = Field(
         1000, ge=0, description="Sample shuffle buffer size per loader worker (0: no shuffle)."

@@ -98,9 +98,11 @@ def test_val_is_a_complete_deterministic_pass(even: Path, inline: bool) -> None:
     s = spec(str(even), str(even / "train-*.tar"), batch_size=5)
     loader = make_loader(s, "val", step_on_cpu=inline)  # inline: read here, 2 roles merged
     assert loader.read_inline is inline
-    a = list(loader.iterate(0))
+    batches = loader.iterate(0)
+    a = [next(batches)]
+    assert (multiprocessing.active_children() == []) is inline  # mid-pass: workers or none
+    a += list(batches)
     if inline:
-        assert multiprocessing.active_children() == []
         assert ids(a) == ids(list(make_loader(s, "val").iterate(0)))  # what workers give
         for rank in (0, 1):
             assert (ids(list(make_loader(s, "val", rank, 2, step_on_cpu=True).iterate(0)))
@@ -247,6 +249,18 @@ def test_stream_matches_iterate_across_ranks_and_resampled(even: Path, tmp_path:
     assert ids(list(islice(loader.stream(p + 5), 3 * p - 5))) == _epochs(loader, 1, 3, 5)
 
 
+def test_only_a_cpu_step_reads_inline_and_only_held_train_splits(tmp_path: Path) -> None:
+    folder = id_dataset(tmp_path / "ids", [8] * 4)
+    pattern = str(folder / "train-{000000..000003}.tar")
+    assert not make_loader(spec(str(folder)), "train").read_inline  # a GPU step: workers read
+    assert not make_loader(spec(str(folder), val=pattern), "val").read_inline
+    assert make_loader(spec(str(folder)), "train", step_on_cpu=True).read_inline
+    assert make_loader(spec(str(folder), val=pattern), "val", step_on_cpu=True).read_inline
+    for not_held in ({"memory_cache_mib": 0}, {"resampled": True}):  # read every epoch
+        assert not make_loader(spec(str(folder), **not_held), "train",
+                               step_on_cpu=True).read_inline
+
+
 @pytest.mark.parametrize("inline", [False, True])
 def test_stream_tops_up_like_iterate(tmp_path: Path, inline: bool) -> None:
     folder = id_dataset(tmp_path / "ids", [8] * 8)
@@ -258,7 +272,8 @@ def test_stream_tops_up_like_iterate(tmp_path: Path, inline: bool) -> None:
     assert ids(list(islice(loader.stream(3), 3 * p - 3))) == want
     if inline:
         with pytest.raises(InvalidInputError, match=r"train-000003\.tar"):
-            list(make_loader(spec(str(folder)), "train", step_on_cpu=True).stream(0))
+            list(islice(make_loader(spec(str(folder)), "train", step_on_cpu=True).stream(0),
+                        2 * p))
 
 
 def _note_worker(path: str, worker_id: int) -> None:

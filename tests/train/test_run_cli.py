@@ -56,17 +56,27 @@ def test_sigterm_checkpoints_then_the_same_command_resumes(tmp_path):
     args = [sys.executable, "-m", "phmscale", "run", str(ROOT / "jobs/quickstart.yaml"),
             "--set", "train.steps=100000", "--set", "checkpoint.every=20"]
     ckpt_dir = tmp_path / "checkpoints" / "quickstart-phm-vit-digits"
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ))
-    deadline = time.monotonic() + 300
-    while not list(ckpt_dir.glob("step_*/COMPLETE")):  # training is under way
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    out_file, err_file = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out_file.open("w") as out_f, err_file.open("w") as err_f:  # files: a pipe can fill
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=out_f, stderr=err_f,
+                                env=dict(os.environ))
+        deadline = time.monotonic() + 300
+        try:
+            while not list(ckpt_dir.glob("step_*/COMPLETE")):  # training is under way
+                assert proc.poll() is None, err_file.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    out, err = out_file.read_text(), err_file.read_text()
     assert proc.returncode == 130, out[-3000:] + err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    stopped = int(re.search(r"interrupted at step (\d+)", out).group(1))
+    found = re.search(r"interrupted at step (\d+)", out)
+    assert found, out[-3000:]
+    stopped = int(found.group(1))
     assert (ckpt_dir / f"step_{stopped:08d}" / "COMPLETE").is_file()  # saved where it stopped
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking)
