@@ -175,7 +175,7 @@ class ShardLoader:
         # here, epoch 1 (the worker serving from its own held shards) 340 against 264, and the
         # hand-over cost a pickle of the whole split through the pipe and an 11 ms worker
         # shutdown. A val pass started a worker per evaluation: the quickstart's evaluation
-        # (180 samples) took ~95 ms so, ~13 ms read here. Both are read here instead.
+        # (180 samples) took ~95 ms that way, ~13 ms read here. Both are read here instead.
         self.read_inline = step_on_cpu and (bool(self.hold_bytes) or not self.train)
         self.skipped: int = 0
         self.last_epoch_skipped: int = 0
