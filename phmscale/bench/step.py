@@ -146,12 +146,11 @@ def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[s
         row[f"{name}_samples_per_s"] = b / statistics.fmean([t for r in timed for t in r[name]])
     row["engine_vs_bare"] = statistics.median(engine_rounds)
     row["engine_vs_bare_spread"] = max(engine_rounds) - min(engine_rounds)
-    for name in names[:-1]:
-        for part in ([""] if name == "engine_mem" else [p for p, _, _ in parts]):
-            if part or name != "engine":
-                row[f"{name}{part}_vs_bare"] = _ratio(timed, name + part)
+    for part in waits:  # every engine part timed, in contender order
+        if part != "engine":  # engine_vs_bare is above, beside its spread
+            row[f"{part}_vs_bare"] = _ratio(timed, part)
     for part, (wait, total) in waits.items():
-        if part != "engine_mem":
+        if part != "engine_mem":  # its batches are in memory: nothing to wait for
             row[f"{part}_data_wait_frac"] = wait / max(total, 1e-9)
     row["threads"] = torch.get_num_threads()
     return [row]
