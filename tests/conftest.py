@@ -57,6 +57,12 @@ def wait_http(url: str, timeout: float = 90.0) -> None:
         time.sleep(0.5)
 
 
+class ServerURI(str):
+    """The server's URI, which also knows where the server keeps everything (`store_root`)."""
+
+    store_root: Path
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with a SQLite backend, for the whole session."""
@@ -69,7 +75,8 @@ def mlflow_server(tmp_path_factory):
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )
-    uri = f"http://127.0.0.1:{port}"
+    uri = ServerURI(f"http://127.0.0.1:{port}")
+    uri.store_root = root
     try:
         wait_http(uri + "/health")
         yield uri

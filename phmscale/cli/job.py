@@ -20,7 +20,9 @@ SET_HELP = "Override a field: --set train.steps=20 (repeatable; values read as Y
 
 def summary_table(spec: JobSpec, title: str) -> Table:
     """A short human summary of a resolved job."""
-    m, d, t, r = spec.model, spec.data, spec.train, spec.resources
+    m, t, r = spec.model, spec.train, spec.resources
+    shown = spec.public_dump()  # data URLs and tracking URIs may hold secrets
+    d, tracking = shown["data"], shown["tracking"]
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("section", style="bold cyan")
     table.add_column("value")
@@ -30,10 +32,10 @@ def summary_table(spec: JobSpec, title: str) -> Table:
     table.add_row("algebra", f"{m.algebra}, n = {m.algebra_dim}")
     if m.kind == "phm_transformer":
         table.add_row("attention", f"{m.attention}, mlp_ratio {m.mlp_ratio:g}")
-    table.add_row("data", f"train {d.train}" + (f", val {d.val}" if d.val else ""))
+    table.add_row("data", f"train {d['train']}" + (f", val {d['val']}" if d["val"] else ""))
     table.add_row(
         "batch",
-        f"{d.batch_size}/worker × accum {t.grad_accum} × {r.workers} workers = "
+        f"{d['batch_size']}/worker × accum {t.grad_accum} × {r.workers} workers = "
         f"{spec.global_batch_size()} per step",
     )
     table.add_row(
@@ -46,11 +48,12 @@ def summary_table(spec: JobSpec, title: str) -> Table:
         ramp = (f"at step {p.start_step}" if p.last_step == p.start_step
                 else f"steps {p.start_step}→{p.last_step}, every {p.every}")
         table.add_row("prune", f"{p.sparsity:.0%} of algebra elements ({p.scope}), {ramp}")
-    table.add_row("checkpoint", f"{spec.checkpoint_dir} every {spec.checkpoint.every}")
+    table.add_row("checkpoint", f"{spec.mask(spec.checkpoint_dir)} every "
+                                f"{spec.checkpoint.every} (fingerprint {spec.fingerprint()})")
     device = f"{r.gpus_per_worker:g} GPU" if r.gpus_per_worker else f"{r.cpus_per_worker:g} CPU"
     table.add_row("resources", f"{r.workers} workers × {device}")
-    table.add_row("tracking", f"{spec.tracking.uri or '$MLFLOW_TRACKING_URI or sqlite'} "
-                              f"/ {spec.tracking.experiment}")
+    table.add_row("tracking", f"{tracking['uri'] or '$MLFLOW_TRACKING_URI or sqlite'} "
+                              f"/ {tracking['experiment']}")
     return table
 
 
@@ -62,7 +65,8 @@ def check_job_data(spec: JobSpec, source: str, world_size: int | None = None) ->
     problems = check_data(spec, world_size)
     if problems:
         lines = [f"invalid job {source} ({len(problems)} data problem(s)):"]
-        raise InvalidInputError("\n".join(lines + [f"  {source}: {p}" for p in problems]))
+        text = "\n".join(lines + [f"  {source}: {p}" for p in problems])
+        raise InvalidInputError(spec.mask(text))  # a problem may quote a secret URL
 
 
 def validate(

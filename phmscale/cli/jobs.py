@@ -1,4 +1,4 @@
-"""Cluster jobs: `submit`, `status`, `logs`, `stop`, `list` (Ray now; TorchX handles later)."""
+"""Cluster jobs: `submit`, `status`, `logs`, `stop`, `list` (Ray job ids and TorchX handles)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,11 @@ def submit(
         "are errors."),
     dryrun: bool = typer.Option(False, "--dryrun", help="With --scheduler: print the exact "
                                 "scheduler request and submit nothing."),
+    forward_secrets: bool = typer.Option(
+        True, "--forward-secrets/--no-forward-secrets",
+        help="Pass the job's secret ${VARS} (and MLflow credentials) to the workers in their "
+        "environment: Ray's dashboard and the scheduler's job description show it. With "
+        "--no-forward-secrets the cluster's own environment must define them."),
 ) -> None:
     """Submit a job to a Ray cluster: Ray Train runs resources.workers workers with DeepSpeed."""
     from phmscale.cli.job import check_job_data
@@ -106,8 +111,12 @@ def submit(
     # Everything that can be wrong with the job is found here, before any cluster is touched.
     spec = load_job(job, set_)
     check_job_data(spec, str(job), world_size=spec.resources.workers)
+    if not dryrun:  # a folder of another run, or in use: refused now, not in a worker's log
+        from phmscale.train.run_folder import probe
+
+        probe(spec, spec.checkpoint_dir)
     if scheduler is not None:
-        _submit_torchx(spec, job, set_, scheduler, scheduler_args, dryrun, follow)
+        _submit_torchx(spec, scheduler, scheduler_args, dryrun, follow, forward_secrets)
         return
     if dryrun or scheduler_args:
         raise InvalidInputError("--dryrun and --scheduler-arg need --scheduler torchx:<name>")
@@ -117,7 +126,8 @@ def submit(
     from phmscale.tracking.uri import check_reachable
 
     local = address == "local" or (address is None and os.environ.get("RAY_ADDRESS") == "local")
-    submission = build_submission(spec, code=code, local=local)  # type: ignore[arg-type]
+    submission = build_submission(spec, code=code, local=local,  # type: ignore[arg-type]
+                                  forward_secrets=forward_secrets)
     try:
         # An MLflow server that is down: say so now. (The experiment is made by rank 0's hook,
         # with its artifacts next to a sqlite store: tracking.experiment.ensure_experiment.)
@@ -130,13 +140,14 @@ def submit(
         shutil.rmtree(submission.workdir, ignore_errors=True)
 
 
-def _submit_torchx(spec, job: Path, sets: list[str], scheduler: str,  # noqa: ANN001
-                   scheduler_args: list[str], dryrun: bool, follow: bool | None) -> None:
+def _submit_torchx(spec, scheduler: str, scheduler_args: list[str],  # noqa: ANN001
+                   dryrun: bool, follow: bool | None, forward_secrets: bool) -> None:
     """TorchX path. local_cwd ranks are children of this process, so it follows to the end."""
     from phmscale.launch import torchx as tx
 
     sched = tx.parse_scheduler(scheduler)
-    result = tx.submit(spec, str(job), sched, scheduler_args, sets, dryrun=dryrun)
+    result = tx.submit(spec, sched, scheduler_args, dryrun=dryrun,
+                       forward_secrets=forward_secrets)
     if dryrun:
         typer.echo(str(result))
         return

@@ -54,7 +54,10 @@ def main() -> None:
     try:
         app()
     except PhmscaleError as error:
-        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        from phmscale.spec.secrets import strip_userinfo  # no password in a URI, ever
+
+        err_console.print(f"[bold red]error:[/] {escape(strip_userinfo(str(error)))}",
+                          highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

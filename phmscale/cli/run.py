@@ -71,7 +71,7 @@ def summary_table(spec: JobSpec, r) -> Table:  # noqa: ANN001 (TrainResult)
     table.add_row("wall time", f"{r.wall_s:.1f} s ({r.step - r.start_step} steps this run)")
     table.add_row("peak memory", _fmt_bytes(r.peak_memory_bytes))
     if r.checkpoint:
-        table.add_row("checkpoint", r.checkpoint)
+        table.add_row("checkpoint", spec.mask(r.checkpoint))
     if r.run_id:
         table.add_row("MLflow run", r.run_id)
     return table
@@ -124,18 +124,14 @@ def run(
         "measured CPU GEMM)."),
 ) -> None:
     """Train a job here: one process, one GPU if present else the CPU."""
-    import torch
-
-    from phmscale.train.hooks import HookList
-    from phmscale.train.loop import train
+    from phmscale.train.job import Launch, run_job
 
     spec = load_job(job, set_)
     check_job_data(spec, str(job), world_size=1)
-    hooks: list[Hooks] = []
-    if not dry_run:
-        from phmscale.tracking import tracking_hooks
+    if not dry_run:  # refused before the progress bar: another run's folder, or one in use
+        from phmscale.train.run_folder import probe
 
-        hooks += tracking_hooks(spec, launcher="local")
+        probe(spec, spec.checkpoint_dir)
     total = DRY_RUN_STEPS if dry_run else (steps or spec.train.steps)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"),
@@ -143,9 +139,9 @@ def run(
                TextColumn("{task.fields[rate]:.0f} samples/s"), TextColumn("{task.fields[q]}"),
                TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
-        hooks.append(ProgressHook(progress, total))
-        result = train(spec, hooks=HookList(hooks), max_steps=total, dry_run=dry_run,
-                       peak_flops=peak_flops, use_gpu=torch.cuda.is_available())
+        launch = Launch("local", late_hooks=[ProgressHook(progress, total)], max_steps=total,
+                        dry_run=dry_run, peak_flops=peak_flops)
+        result = run_job(spec, launch)
     console.print(dry_run_table(spec, result) if dry_run else summary_table(spec, result))
     if result.status == "interrupted":
         console.print(f"[yellow]interrupted at step {result.step}; checkpoint "

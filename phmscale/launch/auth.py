@@ -64,21 +64,46 @@ def find_token() -> Token | None:
     if path_env:
         path = Path(path_env).expanduser()
         try:
-            value = path.read_text().strip()
-        except OSError as error:
-            raise ClusterAuthError(
-                f"${TOKEN_PATH_ENV} names {path}, which cannot be read "
-                f"({error.strerror or error}): fix the path or unset it"
-            ) from None
+            value = _read_token_file(path)
+        except _Unreadable as error:
+            raise ClusterAuthError(f"${TOKEN_PATH_ENV} names {path}, which cannot be read "
+                                   f"({error}): fix the path or unset it") from None
+        if value is None:
+            raise ClusterAuthError(f"${TOKEN_PATH_ENV} names {path}, which does not exist: "
+                                   "fix the path or unset it")
         if not value:
             raise ClusterAuthError(f"${TOKEN_PATH_ENV} names {path}, which is empty")
         return Token(value, f"${TOKEN_PATH_ENV} ({path})")
     path = default_token_path()
-    if path.is_file():
-        value = path.read_text().strip()
-        if value:
-            return Token(value, str(path))
-    return None
+    try:
+        value = _read_token_file(path)
+    except _Unreadable as error:
+        # Something is there but unusable (a directory, no permission): say so, rather than
+        # carry on without a token and later report "no token found" for a file that exists.
+        raise ClusterAuthError(
+            f"the Ray token file {path} cannot be read ({error}): make it a file you can read "
+            "holding the cluster's token (`ray get-auth-token` on the head node), or remove "
+            f"it and export {TOKEN_ENV} or {TOKEN_PATH_ENV}, which are looked at first"
+        ) from None
+    return Token(value, str(path)) if value else None  # no file, or an empty one: no token
+
+
+class _Unreadable(Exception):
+    """Something is at a token path but cannot be read; the message is the reason."""
+
+
+def _read_token_file(path: Path) -> str | None:
+    """The file's text, stripped; None when nothing is there (nor a parent directory)."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except IsADirectoryError:
+        raise _Unreadable("it is a directory") from None
+    except OSError as error:
+        raise _Unreadable(error.strerror or type(error).__name__) from None
+    except UnicodeDecodeError:  # give the reason only: never echo the file's bytes (a token)
+        raise _Unreadable("it is not UTF-8 text") from None
 
 
 def cluster_auth_mode(url: str) -> str:

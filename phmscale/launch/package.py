@@ -10,6 +10,7 @@ code travels as a py_module unless the cluster's image already has it.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
 import sys
@@ -18,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -57,26 +57,48 @@ def absolute_tracking_uri(uri: str, cwd: Path) -> str:
 
 def public_uri(uri: str) -> str:
     """The URI without credentials (user:password@host), for metadata and messages."""
-    if not _is_url(uri):
-        return uri
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    from phmscale.tracking.uri import split_credentials
+
+    return split_credentials(uri)[0]
 
 
-def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None) -> JobSpec:
-    """The spec with every submit-side choice fixed (see the module docstring)."""
-    from phmscale.tracking.uri import resolve_uri
+def _absolute_field(value: str, resolved: str, cwd: Path) -> str:
+    """`absolute_path` for a field whose text may hold `${VAR}`: decided on the resolved
+    value, applied to the text, so a reference survives and stays relative to nothing."""
+    return value if absolute_path(resolved, cwd) == resolved else str(cwd / value)
+
+
+def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None
+                        ) -> tuple[JobSpec, dict[str, str]]:
+    """(the spec with every submit-side choice fixed, the environment its workers need).
+
+    The spec is rebuilt from its portable form: a secret stays a `${VAR}` reference, and the
+    environment carries its value (with MLflow credentials split off the tracking URI, as
+    MLFLOW_TRACKING_USERNAME/PASSWORD, the way MLflow's client reads them)."""
+    from phmscale.spec import load_job_dict
+    from phmscale.tracking.uri import (
+        PASSWORD_ENV,
+        TOKEN_ENV,
+        USERNAME_ENV,
+        resolve_uri,
+        split_credentials,
+    )
 
     cwd = (cwd or Path.cwd()).resolve()
-    data: dict[str, Any] = spec.model_dump(mode="json")
-    data["tracking"]["uri"] = absolute_tracking_uri(resolve_uri(spec), cwd)
+    data: dict[str, Any] = spec.portable_dump()
+    real = spec.model_dump(mode="json")
+    uri, creds = split_credentials(resolve_uri(spec))
+    data["tracking"]["uri"] = absolute_tracking_uri(uri, cwd)
     data["checkpoint"]["dir"] = absolute_path(spec.checkpoint_dir, cwd)
     for key in ("train", "val", "cache_dir"):
         if data["data"].get(key):
-            data["data"][key] = absolute_path(data["data"][key], cwd)
-    return JobSpec.model_validate(data)
+            data["data"][key] = _absolute_field(data["data"][key], real["data"][key], cwd)
+    resolved = load_job_dict(data, source="<resolved job>")
+    env = resolved.secret_env
+    env.update({k: os.environ[k] for k in (USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV)
+                if os.environ.get(k)})
+    env.update(creds)
+    return resolved, env
 
 
 def new_submission_id(spec: JobSpec) -> str:
@@ -95,6 +117,7 @@ class Submission:
     workdir: Path  # temporary; holds job.yaml, removed after submit
     ship_code: bool = True
     notes: list[str] = field(default_factory=list)
+    secret_env: dict[str, str] = field(default_factory=dict)  # in runtime_env unless kept
 
     @property
     def storage(self) -> str:
@@ -113,22 +136,32 @@ def package_root() -> Path:
 
 
 def build_submission(spec: JobSpec, *, code: CodeMode = "auto", local: bool = False,
-                     python: str | None = None, cwd: Path | None = None) -> Submission:
-    """Everything `JobSubmissionClient.submit_job` needs; nothing here contacts a cluster."""
+                     python: str | None = None, cwd: Path | None = None,
+                     forward_secrets: bool = True) -> Submission:
+    """Everything `JobSubmissionClient.submit_job` needs; nothing here contacts a cluster.
+
+    Secrets (see `JobSpec.public_dump`) never enter job.yaml or the metadata. With
+    `forward_secrets` their values ride in runtime_env's env_vars, which Ray's dashboard
+    shows to whoever can open it; without, the cluster's own environment must define them
+    (a KubeRay secretKeyRef, the cluster YAML's env), and the driver says which is missing."""
     spec_hash = spec.spec_hash()
-    resolved = resolve_for_cluster(spec, cwd)
+    resolved, secret_env = resolve_for_cluster(spec, cwd)
     submission_id = new_submission_id(spec)
     workdir = Path(tempfile.mkdtemp(prefix=f"phmscale-submit-{spec.name}-"))
     (workdir / JOB_FILE).write_text(
         f"# resolved by phmscale {__version__} submit; submission {submission_id}\n"
-        + yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
+        + yaml.safe_dump(resolved.portable_dump(), sort_keys=False))
     ship = code == "ship" or (code == "auto" and not local)
     runtime_env: dict[str, Any] = {
         "working_dir": str(workdir),
         # unbuffered: `phmscale logs` sees each line when it is printed, not 8 KiB later;
         # no ANSI colours in the log prefixes (they end up in files and terminals alike)
-        "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_COLOR_PREFIX": "0"},
+        "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_COLOR_PREFIX": "0",
+                     # `phmscale stop`: SIGTERM, then this long to checkpoint before SIGKILL
+                     "RAY_JOB_STOP_WAIT_TIME_S": str(resolved.resources.stop_grace_s)},
     }
+    if forward_secrets:
+        runtime_env["env_vars"].update(secret_env)
     if ship:
         runtime_env["py_modules"] = [str(package_root())]
         runtime_env["excludes"] = ["__pycache__", "*.pyc"]
@@ -145,9 +178,11 @@ def build_submission(spec: JobSpec, *, code: CodeMode = "auto", local: bool = Fa
         "phmscale.resources": f"{r.workers} workers x {device}",
         "phmscale.steps": str(resolved.train.steps),
         "phmscale.checkpoint": resolved.checkpoint_dir,
+        "phmscale.fingerprint": resolved.fingerprint(),
+        "phmscale.stop_grace_s": str(resolved.resources.stop_grace_s),
         "phmscale.mlflow_uri": public_uri(resolved.tracking.uri or ""),
         "phmscale.mlflow_experiment": resolved.tracking.experiment,
     }
-    metadata = {k: v[:METADATA_VALUE_MAX] for k, v in metadata.items()}
+    metadata = {k: resolved.mask(v)[:METADATA_VALUE_MAX] for k, v in metadata.items()}
     return Submission(resolved, spec_hash, submission_id, entrypoint, runtime_env, metadata,
-                      workdir, ship)
+                      workdir, ship, secret_env=secret_env)

@@ -14,13 +14,22 @@ maps onto Ray Train one to one:
 |                               | job submitted again resumes from its latest checkpoint       |
 | checkpoint.keep               | CheckpointConfig(num_to_keep)                                |
 
-`phmscale stop` sends SIGTERM here (SIGKILL 3 s later): `DriverWatch` kills the workers, marks
-the MLflow run KILLED and exits; the committed checkpoints stay in storage.
+The driver owns the job's run folder in storage (`RunFolder`: identity checked, locked, MLflow
+run id kept) for as long as it runs, and a named `JobState` actor per storage folder, so a
+second live job on the same folder is refused even where a file lock cannot reach.
+
+`phmscale stop` sends SIGTERM here, and Ray SIGKILLs the driver (and with it the workers)
+`resources.stop_grace_s` later (RAY_JOB_STOP_WAIT_TIME_S, which `submit` sets). Within that
+grace the workers save a checkpoint at their current step, end the MLflow run KILLED and
+return; `fit()` returns and the driver exits. A submit of the same job resumes at that step.
+If the workers overrun the grace (a step longer than it), `DriverWatch` falls back: kills
+them, marks the run KILLED, exits; the last committed checkpoint stays.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -60,17 +69,16 @@ def build_trainer(spec: JobSpec, submission_id: str, spec_hash: str, state: Any)
 
 class DriverWatch(threading.Thread):
     """The driver's second thread: learns the MLflow run id from the workers (through
-    `JobState`) and prints it once; on SIGTERM (`phmscale stop`) it ends the job.
+    `JobState`), prints it once and keeps it in the run folder; on SIGTERM it asks the
+    workers to stop (see the module docstring) and, if they overrun the grace, ends them."""
 
-    Stopping, in order, inside the 3 s Ray gives a driver before SIGKILL: kill the worker
-    actors (so none lives to see the driver gone and close the MLflow run as FAILED), mark
-    the run KILLED, exit. Checkpoints that Ray Train committed stay in storage; submitting the
-    same job again resumes from the newest one, in the same MLflow run.
-    """
+    MARGIN_S = 5.0  # of the grace, kept for the fallback itself (kill, close the run, exit)
 
-    def __init__(self, state: Any, uri: str, run_dir: str):
+    def __init__(self, state: Any, uri: str, run_dir: str, grace_s: float,
+                 folder: Any = None):
         super().__init__(daemon=True, name="phmscale-driver-watch")
-        self.state, self.uri, self.run_dir = state, uri, run_dir
+        self.state, self.uri, self.run_dir, self.folder = state, uri, run_dir, folder
+        self.grace_s = grace_s
         self.run_id: str | None = None
         self.client: Any = None  # an MlflowClient, connected once the run id is known
         self.stop_requested = threading.Event()
@@ -92,6 +100,8 @@ class DriverWatch(threading.Thread):
             return
         if run_id and run_id != self.run_id:
             self.run_id = run_id
+            if self.folder is not None:
+                self.folder.record_run_id(run_id)
             print(f"[phmscale] MLflow run {run_id} at {_public(self.uri)}", flush=True)
             try:  # connect now (SQLAlchemy engine, schema check: seconds), not when stopping
                 from mlflow.tracking import MlflowClient
@@ -104,8 +114,17 @@ class DriverWatch(threading.Thread):
     def _stop(self) -> None:
         import ray
 
-        print("[phmscale] stop requested: the committed checkpoints and the MLflow run stay; "
-              f"submit the same job again to resume from {self.run_dir}", flush=True)
+        print(f"[phmscale] stop requested: the workers checkpoint at their current step "
+              f"(grace {self.grace_s:.0f} s); submit the same job again to resume from "
+              f"{self.run_dir}", flush=True)
+        try:
+            ray.get(self.state.request_stop.remote(), timeout=5.0)
+        except Exception:  # noqa: BLE001 - fall through to the forced stop
+            pass
+        if self.done.wait(max(1.0, self.grace_s - self.MARGIN_S)):
+            return  # fit() returned: the main thread reports and exits
+        print("[phmscale] the workers did not stop within the grace period: ending them; "
+              "the last committed checkpoint stays", flush=True)
         try:
             for actor in ray.get(self.state.worker_actors.remote(), timeout=1.0):
                 ray.kill(actor, no_restart=True)
@@ -137,29 +156,62 @@ def _public(uri: str) -> str:
     return public_uri(uri)
 
 
+def _claim(spec: JobSpec, initial_run_id: str | None) -> Any:
+    """The job's `JobState`, named after its storage folder: creating it fails while another
+    live job on this cluster holds the name."""
+    from phmscale.errors import InvalidInputError
+    from phmscale.launch.ray_worker import JobState
+
+    name = f"phmscale-run:{spec.checkpoint_dir}"
+    try:
+        return JobState.options(name=name, namespace="phmscale").remote(initial_run_id)
+    except ValueError:
+        raise InvalidInputError(
+            f"checkpoint folder {spec.mask(spec.checkpoint_dir)} is in use by another live "
+            "job on this cluster (`phmscale list` shows it): wait for it to end or stop it, "
+            "or give this job another name or checkpoint.dir.") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phmscale.launch.ray_entry")
     parser.add_argument("job", help="the resolved job YAML")
     parser.add_argument("--submission-id", default="")
     parser.add_argument("--spec-hash", default="")
     args = parser.parse_args(argv)
+    from phmscale.errors import PhmscaleError
 
-    spec = load_job(args.job)
+    try:
+        with contextlib.ExitStack() as stack:
+            spec = load_job(args.job)
+            folder = None
+            if "://" not in spec.checkpoint_dir:  # object storage: the named actor alone
+                from phmscale.train.run_folder import RunFolder
+
+                folder = stack.enter_context(RunFolder(spec, spec.checkpoint_dir))
+            return _drive(spec, args, folder)
+    except PhmscaleError as error:  # a refused folder, a secret the cluster lacks
+        print(f"[phmscale] error: {error}", flush=True)
+        return error.exit_code
+
+
+def _drive(spec: JobSpec, args: argparse.Namespace, folder: Any) -> int:
     import ray
 
-    from phmscale.launch.ray_worker import JobState, run_dir
+    from phmscale.launch.ray_worker import run_dir
 
     ray.init(logging_level=logging.WARNING)
-    state = JobState.remote()
-    watch = DriverWatch(state, spec.tracking.uri or "", run_dir(spec))
+    state = _claim(spec, folder.run_id if folder is not None else None)
+    r = spec.resources
+    watch = DriverWatch(state, spec.tracking.uri or "", spec.mask(run_dir(spec)),
+                        r.stop_grace_s, folder)
     watch.start()
     # Only set a flag here: the stop itself makes Ray calls, which belong in a thread, not in
     # a signal handler interrupting one.
     signal.signal(signal.SIGTERM, lambda signum, frame: watch.stop_requested.set())
-    r = spec.resources
-    print(f"[phmscale] job {spec.name} (spec {args.spec_hash or spec.spec_hash()}), submission "
-          f"{args.submission_id}: {r.workers} workers, {spec.train.steps} steps, checkpoints "
-          f"in {run_dir(spec)}", flush=True)
+    print(f"[phmscale] job {spec.name} (spec {args.spec_hash or spec.spec_hash()}, "
+          f"fingerprint {spec.fingerprint()}), submission {args.submission_id}: {r.workers} "
+          f"workers, {spec.train.steps} steps, checkpoints in {spec.mask(run_dir(spec))}",
+          flush=True)
     trainer = build_trainer(spec, args.submission_id, args.spec_hash or spec.spec_hash(), state)
     from ray.train import TrainingFailedError
 
@@ -169,15 +221,19 @@ def main(argv: list[str] | None = None) -> int:
         watch.done.set()
         watch.run_id = watch.run_id or ray.get(state.get.remote())
         watch.close_run("FAILED")  # a rank 0 that died cannot have closed it
-        print(f"[phmscale] training failed: {error}", flush=True)
+        print(f"[phmscale] training failed: {spec.mask(str(error))}", flush=True)
         return 1
     watch.done.set()
-    # Result.metrics are those of the latest checkpoint's report; fit() returning at all
-    # means every worker finished its loop.
+    # Result.metrics are those of the last report; fit() returning at all means every
+    # worker finished its loop (to the end, or to the step a stop asked for).
     metrics = result.metrics or {}
-    print(f"[phmscale] completed at step {metrics.get('step')}/{spec.train.steps}; "
-          f"MLflow run {watch.run_id or ray.get(state.get.remote())}; latest checkpoint "
-          f"{result.checkpoint.path if result.checkpoint else 'none'}", flush=True)
+    run_id = watch.run_id or ray.get(state.get.remote())
+    if folder is not None:
+        folder.record_run_id(run_id)
+    how = "stopped" if metrics.get("status") == "interrupted" else "completed"
+    print(f"[phmscale] {how} at step {metrics.get('step')}/{spec.train.steps}; "
+          f"MLflow run {run_id}; latest checkpoint "
+          f"{spec.mask(result.checkpoint.path) if result.checkpoint else 'none'}", flush=True)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -61,9 +62,16 @@ def _address_env_cleared() -> Iterator[None]:
         os.environ.update(saved)
 
 
+# Ray 2.60's JobSubmissionClient turns every non-200 reply into
+# RuntimeError(f"Request failed with status code {status}: {body}.") (dashboard_sdk._raise_error);
+# for an unknown id the dashboard answers 404 "Job <id> does not exist". Only that leading status
+# counts: job ids hold dates (`quickstart-20250404-…`) and a 500's traceback body can say "does
+# not exist" about anything, so searching the whole text would call a running job unknown.
+_NOT_FOUND = re.compile(r"Request failed with status code 404\b")
+
+
 def _is_not_found(error: Exception) -> bool:
-    text = str(error)
-    return "404" in text or "does not exist" in text
+    return _NOT_FOUND.match(str(error)) is not None
 
 
 class _Follower:
@@ -226,9 +234,13 @@ class RayJobs:
                 return record
             time.sleep(poll_s)
 
-    def stop(self, job_id: str, wait_s: float = 30.0) -> JobRecord:
-        """Ask the job to stop (SIGTERM to the driver, SIGKILL 3 s later) and wait until
-        it has."""
+    def stop(self, job_id: str, wait_s: float | None = None) -> JobRecord:
+        """Ask the job to stop and wait until it has: SIGTERM to the driver, whose workers
+        then checkpoint at their current step, and SIGKILL after the job's grace period
+        (`resources.stop_grace_s`, in its metadata; 3 s, Ray's default, for other jobs)."""
+        record = self.status(job_id, mlflow=False)
+        if wait_s is None:
+            wait_s = float(record.metadata.get("phmscale.stop_grace_s", 3)) + 30.0
         with self._errors(self.url, job_id):
             self.client.stop_job(job_id)
         return self.wait(job_id, timeout_s=wait_s, poll_s=0.5)

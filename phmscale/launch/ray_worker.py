@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ import ray.train
 
 from phmscale.spec import JobSpec
 from phmscale.train.checkpoint import MARKER
-from phmscale.train.hooks import HookList, Hooks, RunInfo
+from phmscale.train.hooks import Hooks, RunInfo
 
 SCRATCH_ENV = "PHMSCALE_RAY_SCRATCH"  # where workers keep local checkpoint copies
 COMMIT_TIMEOUT_S = 600.0  # a controller that has not registered a checkpoint by then is gone
@@ -48,19 +49,30 @@ COMMIT_TIMEOUT_S = 600.0  # a controller that has not registered a checkpoint by
 @ray.remote(num_cpus=0)
 class JobState:
     """What the driver and the workers of one job share, in a small actor the driver owns:
-    the MLflow run id (for a worker group restarted before any checkpoint) and the current
-    worker group's actors (so `phmscale stop` can end them before they notice the driver
-    going and close the MLflow run as FAILED)."""
+    the MLflow run id (for a worker group restarted before any checkpoint), the stop request
+    (`phmscale stop` reaches the driver; the workers poll it here), and the current worker
+    group's actors (ended by force only if they overrun the stop's grace period).
 
-    def __init__(self) -> None:
-        self.run_id: str | None = None
+    The driver creates it under a name made of the checkpoint storage, so a second live job
+    on the same storage fails to create it: Ray's own lock, which works for object storage
+    where a file lock cannot."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id: str | None = run_id
         self.workers: dict[int, Any] = {}
+        self.stopping = False
 
     def set(self, run_id: str) -> None:
         self.run_id = run_id
 
     def get(self) -> str | None:
         return self.run_id
+
+    def request_stop(self) -> None:
+        self.stopping = True
+
+    def stop_requested(self) -> bool:
+        return self.stopping
 
     def add_worker(self, rank: int, actor: Any) -> None:
         self.workers[rank] = actor
@@ -69,11 +81,18 @@ class JobState:
         return list(self.workers.values())
 
 
-def scratch_dir(job_name: str, rank: int) -> Path:
-    """Per job and rank, the same across restarts: a restarted worker empties and reuses it
-    rather than leaving a directory per attempt behind."""
-    root = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()) / "phmscale-ray"
-    return root / job_name / f"rank_{rank:05d}"
+def scratch_dir(submission_id: str, rank: int) -> Path:
+    """Per submission and rank, the same across restarts (a restarted worker empties and
+    reuses it rather than leaving a directory per attempt behind), never shared by two
+    submissions, under a per-user folder only its owner can enter (0700)."""
+    base = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir())
+    root = base / f"phmscale-ray-{os.getuid()}"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = root.lstat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not root.is_dir():
+        raise RuntimeError(f"{root} is not a private directory of this user (mode "
+                           f"{oct(info.st_mode & 0o777)}): remove it or set ${SCRATCH_ENV}")
+    return root / submission_id / f"rank_{rank:05d}"
 
 
 def run_dir(spec: JobSpec) -> str:
@@ -232,55 +251,66 @@ class RankZeroReport(Hooks):
         self._say(f"{result.status} at step {result.step}/{self.total} in {result.wall_s:.1f} s")
 
 
-def _mlflow_hook(spec: JobSpec, tags: dict[str, str]) -> Hooks:
-    """`tracking_hooks`' MLflow hook, tagged for Ray. Its flush writes a checkpoint's window
-    of steps as `log_batch` requests of up to 1000 metrics, each one SQL transaction: a worker
-    killed mid-flush (`phmscale stop`, a lost node) leaves a window of up to 1000 metrics
-    (100 steps of the loop's ~10 metrics) all logged or not at all. A longer window is split,
-    and a kill between its batches loses the later ones' steps from the curves."""
-    from phmscale.tracking.mlflow_hook import MLflowHook
-    from phmscale.tracking.uri import check_reachable, resolve_uri
+class _StopPoller(threading.Thread):
+    """Sets `event` once the driver has asked the job to stop (`JobState.request_stop`).
+    The loop checks the event at every step and all ranks agree on the step to stop at."""
 
-    uri = resolve_uri(spec)
-    check_reachable(uri)
-    return MLflowHook(uri, "ray", tags)
+    def __init__(self, store: Any, event: threading.Event, every_s: float = 0.5):
+        super().__init__(daemon=True, name="phmscale-stop-poller")
+        self.store, self.event, self.every_s = store, event, every_s
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every_s):
+            try:
+                if ray.get(self.store.stop_requested.remote(), timeout=5):
+                    self.event.set()
+                    return
+            except Exception:  # noqa: BLE001 - the driver is gone: Ray ends us anyway
+                return
 
 
 def train_fn(config: dict[str, Any]) -> None:
     """The per-worker function `TorchTrainer` runs (the process group is already up)."""
     spec: JobSpec = config["spec"]
-    use_gpu = spec.resources.gpus_per_worker > 0
-    if not use_gpu:
+    if spec.resources.gpus_per_worker == 0:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before anything imports deepspeed
-    from phmscale.train.loop import train
+    from phmscale.launch.mlflow_link import job_tag
+    from phmscale.train.job import Launch, run_job
 
     rank = ray.train.get_context().get_world_rank()
-    scratch = scratch_dir(spec.name, rank)
+    submission_id = config["submission_id"]
+    scratch = scratch_dir(submission_id, rank)
     shutil.rmtree(scratch, ignore_errors=True)  # never mix in files of an earlier attempt
     local_ckpt = scratch / "checkpoints"
     local_ckpt.mkdir(parents=True)
     if spec.checkpoint.resume:
         restore(ray.train.get_checkpoint(), local_ckpt)
 
-    from phmscale.launch.mlflow_link import job_tag
-
-    submission_id = config["submission_id"]
     tags = {"phmscale.spec_hash": config["spec_hash"], job_tag(submission_id): "1",
-            "phmscale.ray_job_id": submission_id, "phmscale.checkpoint_storage": run_dir(spec)}
+            "phmscale.ray_job_id": submission_id,
+            "phmscale.checkpoint_storage": spec.mask(run_dir(spec))}
     store = config.get("run_store")
+    stop = threading.Event()
+    poller = None
     if store is not None:
         store.add_worker.remote(rank, ray.get_runtime_context().current_actor)
-    hooks: list[Hooks] = [RayReport(store)]
-    hooks.append(_mlflow_hook(spec, tags))
-    hooks.append(RankZeroReport(store, run_dir(spec), submission_id,
-                                gauges=config.get("gauges", True)))
-    try:
+        poller = _StopPoller(store, stop)
+        poller.start()
+    launch = Launch(
+        "ray", hooks=[RayReport(store)], tags=tags,
+        late_hooks=[RankZeroReport(store, run_dir(spec), submission_id,
+                                   gauges=config.get("gauges", True))],
         # The engine saves to and resumes from worker-local scratch; Ray Train moves the
-        # files. The spec stays the user's, so MLflow logs their checkpoint.dir.
-        train(spec, hooks=HookList(hooks), use_gpu=use_gpu, checkpoint_dir=str(local_ckpt))
+        # files to storage, whose run folder the driver has claimed.
+        checkpoint_dir=str(local_ckpt), own_folder=False, stop=stop)
+    try:
+        run_job(spec, launch)
     finally:
+        if poller is not None:
+            poller.done.set()
         shutil.rmtree(scratch, ignore_errors=True)
         try:
-            scratch.parent.rmdir()  # the job's folder, once no rank uses it
+            scratch.parent.rmdir()  # the submission's folder, once no rank uses it
         except OSError:
             pass

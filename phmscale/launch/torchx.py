@@ -92,9 +92,10 @@ def train(
     """
     Trains a phmscale job spec with torchrun: nnodes × nproc_per_node ranks, each running the
     engine's training loop (DeepSpeed; gloo on CPU, nccl on GPU) and logging to MLflow from
-    rank 0. The job file is loaded here to size the request; the workers load it again, so the
-    path must also exist where they run (the working directory for local_cwd and slurm, the
-    image's WORKDIR /app or a mount for local_docker and kubernetes).
+    rank 0. The job file is loaded and validated here, and travels resolved inside the
+    command: the ranks never re-read it (data paths still name files where they run: the
+    working directory for local_cwd and slurm, the image's WORKDIR /app or a mount for
+    local_docker and kubernetes).
 
     Usage: torchx run -s local_cwd phmscale/launch/torchx.py:train --job jobs/quickstart.yaml --nproc_per_node 2
 
@@ -119,6 +120,6 @@ def train(
     if spec.resources.workers != nnodes * nproc_per_node:  # the spec says what really runs
         sets.append(f"resources.workers={nnodes * nproc_per_node}")
         spec = load_job(job, sets)
-    return build_app(spec, job, sets, nnodes, nproc_per_node, image=image, cpu=cpu,
+    return build_app(spec, nnodes, nproc_per_node, image=image, cpu=cpu,
                      gpu=gpu, mem_mb=memMB, h=h, env=env, max_retries=max_retries,
                      rdzv_port=rdzv_port, python=python, mounts=mounts)

@@ -1,8 +1,14 @@
 """A validated job spec → the TorchX AppDef that runs it under torchrun.
 
 Each node (a TorchX replica) runs `python -m torch.distributed.run … -m
-phmscale.launch.torchx_entry --job JOB [--set k=v]…`; torchrun exports RANK/WORLD_SIZE/
-LOCAL_RANK/MASTER_ADDR/MASTER_PORT, which is all `phmscale.train.loop.train` reads.
+phmscale.launch.torchx_entry --spec B64`; torchrun exports RANK/WORLD_SIZE/LOCAL_RANK/
+MASTER_ADDR/MASTER_PORT, which is all `phmscale.train.job.run_job` reads.
+
+The job travels inside the command, resolved as for Ray (`package.resolve_for_cluster`): every
+rank runs the job the user validated, not a file it would re-read (on kubernetes and docker the
+image's copy). Base64 keeps it clear of bash quoting and TorchX's `$` macros. Its secrets stay
+`${VAR}` references, their values in the role's environment (which the scheduler's job
+description shows: a Kubernetes pod spec, `sbatch` arguments).
 
 Layout of `resources.workers` ranks (override with `--scheduler-arg nproc_per_node=K`):
 - local_cwd, local_docker: one node (process tree / container) running `workers` ranks;
@@ -10,10 +16,13 @@ Layout of `resources.workers` ranks (override with `--scheduler-arg nproc_per_no
   `cpus_per_worker` CPUs and `gpus_per_worker` GPUs. With nproc_per_node=K: workers/K nodes.
 """
 
+import base64
+import json
 import math
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from phmscale.errors import InvalidInputError
 from phmscale.launch.torchx_args import MEM_MB_PER_RANK, SHARED_FS, SINGLE_NODE, parse_scheduler
@@ -24,20 +33,36 @@ ROLE = "trainer"
 ENTRY_MODULE = "phmscale.launch.torchx_entry"
 IMAGES = {"cpu": "ghcr.io/phmscale/phmscale:cpu", "cuda": "ghcr.io/phmscale/phmscale:cuda"}
 RDZV_PORT = 29500
+# What `resources.max_failures: -1` ("unlimited") becomes for torchrun, which has no unlimited:
+# torch 2.13's torchrun refuses `--max_restarts -1` at start ("max_restarts must be >= 0") and
+# older ones treat it as no restarts (the agent restarts while remaining > 0). Python's int is
+# unbounded; 2**31 - 1 also fits anything that stores the count as a C int.
+UNLIMITED_RESTARTS = 2**31 - 1
+CONTAINER_WORKDIR = "/app"  # the images' WORKDIR: relative job paths name files there
 
 
-def bash_arg(text: str) -> str:
-    """Quote for `bash -c`, escaping `$` first: TorchX substitutes macros with
-    string.Template over the whole command, which turns `$$` back into `$`."""
-    return shlex.quote(text.replace("$", "$$"))
+def encode_spec(spec: JobSpec, shared: bool) -> tuple[str, dict[str, str]]:
+    """(the resolved job as one base64 argument, the environment its ranks need). Relative
+    paths resolve against this directory where the ranks share it (local_cwd, slurm), else
+    against the image's WORKDIR."""
+    from phmscale.launch.package import resolve_for_cluster
+
+    cwd = Path.cwd() if shared else Path(CONTAINER_WORKDIR)
+    resolved, env = resolve_for_cluster(spec, cwd)
+    blob = json.dumps(resolved.portable_dump(), separators=(",", ":")).encode()
+    return base64.b64encode(blob).decode(), env
 
 
-def build_app(spec: JobSpec, job: str, sets: list[str], nnodes: int, nproc_per_node: int, *,
+def decode_spec(text: str) -> dict:
+    return json.loads(base64.b64decode(text.encode()))
+
+
+def build_app(spec: JobSpec, nnodes: int, nproc_per_node: int, *, shared: bool = False,
               image: str | None = None, cpu: int | None = None, gpu: int | None = None,
               mem_mb: int | None = None, h: str | None = None,
               env: dict[str, str] | None = None, max_retries: int = 0,
               rdzv_port: int = RDZV_PORT, python: str = "python",
-              mounts: list[str] | None = None) -> AppDef:
+              mounts: list[str] | None = None, forward_secrets: bool = True) -> AppDef:
     """The one AppDef builder behind the TorchX component and `app_for`."""
     require_torchx()
     if nnodes < 1 or nproc_per_node < 1:
@@ -48,23 +73,24 @@ def build_app(spec: JobSpec, job: str, sets: list[str], nnodes: int, nproc_per_n
         endpoint = "localhost:0"
     else:  # the first node's host, which each scheduler exports under macros.rank0_env
         endpoint = f"$${{{macros.rank0_env}:=localhost}}:{rdzv_port}"
+    restarts = UNLIMITED_RESTARTS if res.max_failures < 0 else res.max_failures  # -1: unlimited
     cmd = [python, "-m", "torch.distributed.run", "--rdzv_backend", "c10d",
            "--rdzv_endpoint", endpoint, "--rdzv_id", shlex.quote(macros.app_id),
            "--nnodes", str(nnodes), "--nproc_per_node", str(nproc_per_node),
            # resources.max_failures: torchrun restarts the ranks in place, and the loop
            # resumes from the newest checkpoint into the same MLflow run.
-           "--max_restarts", str(res.max_failures), "--tee", "3",
-           "-m", ENTRY_MODULE, "--job", bash_arg(job)]
-    for item in sets:
-        cmd += ["--set", bash_arg(item)]
+           "--max_restarts", str(restarts), "--tee", "3",
+           "-m", ENTRY_MODULE]
+    encoded, secret_env = encode_spec(spec, shared)
+    cmd += ["--spec", encoded]  # base64: nothing for bash or TorchX's macros to touch
     role_env = {
         "LOGLEVEL": os.environ.get("LOGLEVEL", "WARNING"),
         "PYTHONUNBUFFERED": "1",
         # torchrun would force 1 thread per rank; the spec reserves cpus_per_worker each.
         "OMP_NUM_THREADS": str(max(1, int(res.cpus_per_worker))),
     }
-    if spec.tracking.uri is None and os.environ.get("MLFLOW_TRACKING_URI"):
-        role_env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+    if forward_secrets:
+        role_env.update(secret_env)
     role_env.update(env or {})
     gpus = res.gpus_per_worker > 0
     return specs.AppDef(
@@ -87,15 +113,14 @@ def build_app(spec: JobSpec, job: str, sets: list[str], nnodes: int, nproc_per_n
     )
 
 
-def app_for(spec: JobSpec, job_path: str, sets: list[str], scheduler: str = "local_cwd", *,
+def app_for(spec: JobSpec, scheduler: str = "local_cwd", *,
             image: str | None = None, nproc_per_node: int | None = None,
             mem_mb: int | None = None, max_retries: int = 0,
-            mount: list[str] | None = None) -> AppDef:
+            mount: list[str] | None = None, forward_secrets: bool = True) -> AppDef:
     """The AppDef for a validated spec on `scheduler` (see the module docstring for the layout).
 
-    local_cwd and slurm run in the submitter's working directory (shared), so the job path is
-    made absolute and the interpreter is this one; container schedulers keep the path as given
-    (it must exist in the image, WORKDIR /app, or in a mount) and use the image's `python`."""
+    local_cwd and slurm run in the submitter's working directory (shared), so the interpreter
+    is this one; container schedulers use the image's `python`."""
     sched = parse_scheduler(scheduler)
     workers = spec.resources.workers
     nproc = nproc_per_node if nproc_per_node is not None else (
@@ -105,7 +130,7 @@ def app_for(spec: JobSpec, job_path: str, sets: list[str], scheduler: str = "loc
             f"resources.workers={workers} does not divide by nproc_per_node={nproc}: choose a "
             f"divisor of {workers} or change resources.workers")
     shared = sched in SHARED_FS
-    job = os.path.abspath(job_path) if shared else str(job_path)
-    return build_app(spec, job, list(sets), workers // nproc, nproc, image=image,
+    return build_app(spec, workers // nproc, nproc, shared=shared, image=image,
                      mem_mb=mem_mb, max_retries=max_retries, mounts=mount,
-                     python=sys.executable if shared else "python")
+                     python=sys.executable if shared else "python",
+                     forward_secrets=forward_secrets)

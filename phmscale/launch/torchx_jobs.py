@@ -28,8 +28,8 @@ from phmscale.spec import JobSpec
 _HANDLE = re.compile(r"^(?P<scheduler>[a-z_]+)://(?P<session>[^/]+)/(?P<app_id>.+)$")
 
 
-def submit(spec: JobSpec, job_path: str, scheduler: str, scheduler_args: list[str],
-           sets: list[str], dryrun: bool = False) -> Any:
+def submit(spec: JobSpec, scheduler: str, scheduler_args: list[str], dryrun: bool = False,
+           forward_secrets: bool = True) -> Any:
     """Submit through TorchX; returns the handle `scheduler://session/app_id`, or with
     `dryrun=True` TorchX's AppDryRunInfo (str() of it is the exact scheduler request).
 
@@ -37,7 +37,7 @@ def submit(spec: JobSpec, job_path: str, scheduler: str, scheduler_args: list[st
     must `wait` (and may stream `logs(handle, follow=True)`), as `torchx run` itself does."""
     sched = parse_scheduler(scheduler)
     cfg, ours = parse_scheduler_args(sched, scheduler_args)
-    app = app_for(spec, job_path, sets, sched, **ours)
+    app = app_for(spec, sched, forward_secrets=forward_secrets, **ours)
     _check_storage(spec, sched, app.roles[0].num_replicas, bool(ours.get("mount")), dryrun)
     run = runner()
     info = ask(sched, run.dryrun, app, sched, cfg=cfg)

@@ -9,8 +9,9 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
+from phmscale.spec.secrets import SecretRefs
 from phmscale.spec.sections import (
     CheckpointSpec,
     DataSpec,
@@ -52,11 +53,57 @@ class JobSpec(Section):
         default_factory=ResourcesSpec, description="Workers and devices."
     )
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking.")
+    public_env: list[str] = Field(
+        default_factory=list,
+        description="Environment variables whose values may be shown and logged (paths such "
+        "as DATA_ROOT). Every other ${VAR} in the job is a secret: shown as ***, kept out of "
+        "MLflow, checkpoints and job metadata, and passed to cluster workers in their "
+        "environment, never inside the job.",
+    )
+
+    # What `load_job` learnt about ${VAR} references (see phmscale.spec.secrets); survives
+    # pickling (Ray ships the spec to its workers that way).
+    _secrets: SecretRefs = PrivateAttr(default_factory=SecretRefs)
+
+    def attach_secrets(self, refs: SecretRefs) -> JobSpec:
+        self._secrets = refs
+        return self
+
+    # -- views without secrets -------------------------------------------------------------
+    def public_dump(self) -> dict[str, Any]:
+        """The job as it may be printed, logged or stored: secrets as ***, no URI userinfo."""
+        return self._secrets.masked(self.model_dump(mode="json"))
+
+    def portable_dump(self) -> dict[str, Any]:
+        """The job as it may be shipped to a cluster: secrets as `${VAR}` references, read
+        again where it runs (`secret_env` holds their values for the workers' environment)."""
+        return self._secrets.templated(self.model_dump(mode="json"))
+
+    @property
+    def secret_env(self) -> dict[str, str]:
+        return dict(self._secrets.env)
+
+    def mask(self, text: str) -> str:
+        """Free text with this job's secret values and URI userinfo masked."""
+        return self._secrets.mask_text(text)
 
     # -- derived values -------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> str:
-        return self.checkpoint.dir or f"checkpoints/{self.name}"
+        """checkpoint.dir, else `checkpoints/<name>/<fingerprint>`: a job changed in what it
+        trains (seed, n, lr, …) gets a folder, and so a run, of its own."""
+        return self.checkpoint.dir or f"checkpoints/{self.name}/{self.fingerprint()}"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what is trained (see `phmscale.spec.identity`)."""
+        from phmscale.spec.identity import identity
+
+        return identity(self)
+
+    def fingerprint(self) -> str:
+        from phmscale.spec.identity import fingerprint
+
+        return fingerprint(self.identity())
 
     def global_batch_size(self, world_size: int | None = None) -> int:
         """train_batch_size as DeepSpeed defines it: micro batch × grad accum × data-parallel."""
@@ -65,7 +112,7 @@ class JobSpec(Section):
 
     def spec_hash(self) -> str:
         """A short stable hash of the resolved spec (names jobs on the cluster dashboard)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        blob = json.dumps(self.portable_dump(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     # -- cross-section checks -------------------------------------------------------------
@@ -129,3 +176,4 @@ class JobSpec(Section):
                     f"train.deepspeed.gradient_clipping={clip!r} contradicts train.grad_clip="
                     f"{t.grad_clip}: set train.grad_clip and drop the raw key"
                 )
+

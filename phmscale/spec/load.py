@@ -21,6 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from phmscale.errors import InvalidInputError
 from phmscale.spec.job import JobSpec
+from phmscale.spec.secrets import SecretRefs
+from phmscale.spec.yaml_safe import compose_job_yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -52,30 +54,6 @@ class JobSpecError(InvalidInputError):
 
 
 # -- YAML with line numbers --------------------------------------------------------------
-
-
-def _line_map(node: yaml.Node, prefix: Path_ = ()) -> dict[Path_, int]:
-    """Map each key path of a composed YAML document to its 1-based line."""
-    lines: dict[Path_, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            path = (*prefix, key)
-            if key in seen:
-                raise JobSpecError(
-                    "",
-                    [Problem(".".join(path), "duplicate key: remove one of them",
-                             key_node.start_mark.line + 1)],
-                )
-            seen.add(key)
-            lines[path] = key_node.start_mark.line + 1
-            lines.update(_line_map(value_node, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*prefix, str(i))] = item.start_mark.line + 1
-            lines.update(_line_map(item, (*prefix, str(i))))
-    return lines
 
 
 def _line_for(lines: dict[Path_, int], loc: Sequence[Any]) -> int | None:
@@ -147,31 +125,47 @@ def _suggest(bad: str, candidates: list[str]) -> str:
 # -- environment interpolation -----------------------------------------------------------
 
 
-def _interpolate(value: Any, loc: Path_, problems: list[Problem], lines: dict[Path_, int]) -> Any:
+def _interpolate(value: Any, loc: Path_, problems: list[Problem], lines: dict[Path_, int],
+                 public: frozenset[str] = frozenset(), refs: SecretRefs | None = None) -> Any:
+    """Resolve ${VAR} references. A variable not in `public` is a secret: `refs` records the
+    field's text with that reference kept (see `phmscale.spec.secrets`)."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*loc, str(k)), problems, lines) for k, v in value.items()}
+        return {k: _interpolate(v, (*loc, str(k)), problems, lines, public, refs)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*loc, str(i)), problems, lines) for i, v in enumerate(value)]
+        return [_interpolate(v, (*loc, str(i)), problems, lines, public, refs)
+                for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
+    secret = False
 
-    def sub(match: re.Match[str]) -> str:
+    def sub(match: re.Match[str], keep_secrets: bool = False) -> str:
+        nonlocal secret
         var, default = match.group(1), match.group(2)
         if var in os.environ:
+            if var not in public:
+                secret = True
+                if refs is not None and not keep_secrets:
+                    refs.env[var] = os.environ[var]
+                if keep_secrets:
+                    return f"${{{var}}}"
             return os.environ[var]
-        if default is not None:
+        if default is not None:  # a default written in the file is no secret
             return default
-        problems.append(
-            Problem(
-                ".".join(loc),
-                f"environment variable ${{{var}}} is not set: export {var}=… or write "
-                f"${{{var}:-default}}",
-                _line_for(lines, loc),
+        if not keep_secrets:
+            problems.append(
+                Problem(
+                    ".".join(loc),
+                    f"environment variable ${{{var}}} is not set: export {var}=… or write "
+                    f"${{{var}:-default}}",
+                    _line_for(lines, loc),
+                )
             )
-        )
         return match.group(0)
 
     out = _ENV_REF.sub(sub, value)
+    if secret and refs is not None:
+        refs.templates[loc] = _ENV_REF.sub(lambda m: sub(m, keep_secrets=True), value)
     if _ENV_REF.fullmatch(value):  # a whole-value reference takes the type its text reads as
         try:
             typed = yaml.safe_load(out)
@@ -179,6 +173,15 @@ def _interpolate(value: Any, loc: Path_, problems: list[Problem], lines: dict[Pa
             return out
         return typed if isinstance(typed, (int, float, bool, str)) else out
     return out
+
+
+def _public_env(data: dict[str, Any]) -> frozenset[str]:
+    """The job's `public_env` list, read before interpolation (it names variables, it does
+    not use them); a malformed one is left for validation to report."""
+    names = data.get("public_env")
+    if isinstance(names, list):
+        return frozenset(str(n) for n in names)
+    return frozenset()
 
 
 # -- overrides ---------------------------------------------------------------------------
@@ -201,8 +204,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> list[Problem]:
-    """Set each override into the raw job mapping; unknown paths become problems."""
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
+                    refs: SecretRefs | None = None) -> list[Problem]:
+    """Set each override into the raw job mapping; unknown paths become problems. An
+    overridden field no longer holds the secret reference `refs` recorded for it."""
     problems: list[Problem] = []
     for text in overrides:
         parts, value = parse_override(text)
@@ -219,6 +224,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> list[Prob
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = value
+        if refs is not None:
+            refs.drop(tuple(parts))
     return problems
 
 
@@ -267,14 +274,20 @@ def load_job_dict(
                          f"got a {type(data).__name__}", 1)],
         )
     problems: list[Problem] = []
-    data = _interpolate(data, (), problems, lines)
-    problems += apply_overrides(data, overrides)
-    if problems:
-        raise JobSpecError(source, problems)
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as error:
-        raise JobSpecError(source, _problems_from(error, lines)) from None
+    refs = SecretRefs()
+    data = _interpolate(data, (), problems, lines, _public_env(data), refs)
+    problems += apply_overrides(data, overrides, refs)
+    if not problems:
+        try:
+            spec = JobSpec.model_validate(data)
+        except ValidationError as error:
+            problems = _problems_from(error, lines)
+        else:
+            spec.attach_secrets(refs)
+            return spec
+    # A message may quote the value it rejects: never a secret one.
+    raise JobSpecError(source, [Problem(p.field, refs.mask_text(p.message), p.line)
+                                for p in problems])
 
 
 def load_job(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> JobSpec:
@@ -284,20 +297,13 @@ def load_job(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Job
     if not file.is_file():
         hint = "it is a directory" if file.is_dir() else "no such file"
         raise JobSpecError(source, [Problem("", f"cannot read the job file: {hint}")])
-    text = file.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        lines = _line_map(node) if node is not None else {}
-        data = yaml.safe_load(text)
-    except JobSpecError as dup:
-        raise JobSpecError(source, dup.problems) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(error, "problem", None) or str(error)
+        raw = file.read_bytes()
+    except OSError as error:  # e.g. permission denied
         raise JobSpecError(
-            source, [Problem("", f"YAML syntax error: {what} (check indentation and quoting)", line)]
+            source, [Problem("", f"cannot read the job file: {error.strerror or error}")]
         ) from None
+    data, lines = compose_job_yaml(raw, source)
     return load_job_dict(data, overrides, source, lines)
 
 

@@ -361,7 +361,15 @@ class ResourcesSpec(Section):
     cpus_per_worker: float = Field(1, gt=0, le=512, description="CPUs reserved per worker.")
     gpus_per_worker: float = Field(0, ge=0, le=16, description="GPUs per worker (0: CPU, gloo).")
     max_failures: int = Field(
-        2, ge=-1, description="Worker-group restarts Ray Train allows (-1: unlimited)."
+        2, ge=-1, description="Worker-group restarts Ray Train (or torchrun, under TorchX) "
+        "allows (-1: unlimited)."
+    )
+    stop_grace_s: int = Field(
+        60, ge=5, le=3600,
+        description="Seconds a stopped job (`phmscale stop`, Ctrl-C) has to checkpoint at its "
+        "current step and close its MLflow run before it is killed. Ray: the job's "
+        "RAY_JOB_STOP_WAIT_TIME_S. Under torchrun and Kubernetes their own grace periods "
+        "apply (torchrun: 30 s; a pod: terminationGracePeriodSeconds).",
     )
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ import yaml
 from phmscale import __version__
 from phmscale.tracking.experiment import ensure_experiment
 from phmscale.tracking.params import flatten, redact, spec_params
-from phmscale.tracking.uri import check_reachable, resolve_uri
+from phmscale.tracking.uri import check_reachable, resolve_uri, use_credentials
 from phmscale.train.hooks import Hooks, RunInfo
 
 _END_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "FAILED",
@@ -50,7 +50,7 @@ def _git_sha() -> str | None:
 class MLflowHook(Hooks):
     def __init__(self, uri: str, launcher: str, extra_tags: dict[str, str] | None = None,
                  system_metrics: bool = True):
-        self.uri = uri
+        self.uri = use_credentials(uri)  # never a password in a URI MLflow logs or shows
         self.launcher = launcher
         self.extra_tags = extra_tags or {}
         self.system_metrics = system_metrics
@@ -71,6 +71,7 @@ class MLflowHook(Hooks):
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # DB-migration/monitor chatter
         self.info = info
         spec = info.spec
+        shown = spec.public_dump()
         mlflow.set_tracking_uri(self.uri)
         experiment_id = ensure_experiment(self.uri, spec.tracking.experiment)
         mlflow.set_experiment(experiment_id=experiment_id)
@@ -78,7 +79,7 @@ class MLflowHook(Hooks):
             run = mlflow.start_run(run_id=info.run_id, log_system_metrics=self.system_metrics)
         else:
             run = mlflow.start_run(experiment_id=experiment_id,
-                                   run_name=spec.tracking.run_name or spec.name,
+                                   run_name=shown["tracking"]["run_name"] or spec.name,
                                    log_system_metrics=self.system_metrics)
         self.run_id, self.active = run.info.run_id, True
         self._load_history()
@@ -87,7 +88,8 @@ class MLflowHook(Hooks):
             "phmscale.algebra": spec.model.algebra, "phmscale.n": str(spec.model.algebra_dim),
             "phmscale.task": spec.model.task, "phmscale.launcher": self.launcher,
             "phmscale.version": __version__, "phmscale.spec_hash": spec.spec_hash(),
-            "phmscale.world_size": str(info.world_size), **spec.tracking.tags,
+            "phmscale.fingerprint": spec.fingerprint(),
+            "phmscale.world_size": str(info.world_size), **shown["tracking"]["tags"],
             **self.extra_tags,
         }
         if sha := _git_sha():
@@ -140,9 +142,9 @@ class MLflowHook(Hooks):
         }.items()])
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            job = redact(flatten(spec.model_dump(mode="json")))
+            job = redact(flatten(spec.public_dump()))
             (root / "job.yaml").write_text(yaml.safe_dump(_unflatten(job), sort_keys=False))
-            (root / "deepspeed_config.json").write_text(
+            (root / "deepspeed_config.json").write_text(  # train.deepspeed may hold a key
                 json.dumps(info.deepspeed_config, indent=2))
             (root / "model_summary.json").write_text(
                 json.dumps(summary.to_dict(), indent=2, default=str))
@@ -165,7 +167,8 @@ class MLflowHook(Hooks):
             self.flush()
             import mlflow
 
-            mlflow.set_tag("phmscale.last_checkpoint", path)
+            shown = self.info.spec.mask(path) if self.info is not None else path
+            mlflow.set_tag("phmscale.last_checkpoint", shown)
 
     def flush(self) -> None:
         """Send the buffer in batches. Each batch leaves the buffer only once MLflow took it:
@@ -269,6 +272,6 @@ def _summary_text(summary: Any, model: Any) -> str:
 def tracking_hooks(spec: Any, launcher: str, extra_tags: dict[str, str] | None = None
                    ) -> list[Hooks]:
     """The hooks `run`/launchers attach; checks the server answers before training starts."""
-    uri = resolve_uri(spec)
+    uri = use_credentials(resolve_uri(spec))
     check_reachable(uri)
     return [MLflowHook(uri, launcher, extra_tags)]

@@ -1,4 +1,5 @@
-"""The resolved spec as flat MLflow params, with secret-looking values redacted."""
+"""The resolved spec as flat MLflow params: secrets from the environment as *** (see
+`JobSpec.public_dump`), and values of secret-looking keys redacted as well."""
 
 from __future__ import annotations
 
@@ -30,5 +31,5 @@ def redact(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def spec_params(spec: JobSpec) -> dict[str, str]:
-    flat = redact(flatten(spec.model_dump(mode="json")))
+    flat = redact(flatten(spec.public_dump()))
     return {k: str(v)[:MAX_PARAM_CHARS] for k, v in flat.items()}

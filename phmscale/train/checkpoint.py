@@ -1,11 +1,17 @@
 """Atomic, rotating DeepSpeed checkpoints.
 
 Layout: `<dir>/step_00000100/` is one DeepSpeed tag (model and optimizer shards from every
-rank) plus `COMPLETE`, a JSON marker rank 0 writes only after every rank has finished writing.
-A save killed halfway leaves a tag without the marker, which loading ignores and the next
-successful save deletes — so the last good checkpoint is never replaced by a partial one.
-DeepSpeed's own `latest` file is not used (it is written by rank 0 alone, before other ranks
-are known to have finished).
+rank) plus `COMPLETE`, a JSON marker with the save's time. A save is written aside, as
+`step_00000100.partial/`, by every rank; once all have finished, rank 0 writes the marker into
+it and renames it into place (one atomic rename). So a name `step_*` only ever holds a whole
+checkpoint: a save killed halfway leaves a `.partial` folder that nothing loads and the next
+save removes, and re-saving a step that exists (a fresh start with checkpoint.resume=false)
+replaces the old folder only once the new one is whole.
+
+Rotation and resume go by save time, not step number: after a fresh start over an older run's
+folder, its own new (lower-step) saves are the newest, and rotation never deletes what was
+just written. DeepSpeed's own `latest` file is not used (rank 0 writes it alone, before other
+ranks are known to have finished).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 from phmscale.train.dist import DistEnv, barrier
 
 MARKER = "COMPLETE"
+PARTIAL = ".partial"
 _TAG = re.compile(r"^step_(\d{8})$")
 
 
@@ -33,61 +40,84 @@ class CheckpointRef:
     directory: Path
     tag: str
     step: int
+    saved: float = 0.0  # the marker's time: orders saves across fresh starts
 
     @property
     def path(self) -> Path:
         return self.directory / self.tag
 
 
-def list_checkpoints(directory: str | Path, complete_only: bool = True) -> list[CheckpointRef]:
-    """Checkpoints in `directory`, oldest first."""
+def _saved_at(folder: Path) -> float | None:
+    try:
+        return float(json.loads((folder / MARKER).read_text())["time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no marker (or a foreign one): not a whole checkpoint
+
+
+def list_checkpoints(directory: str | Path) -> list[CheckpointRef]:
+    """Whole checkpoints in `directory`, oldest save first."""
     root = Path(directory)
     if not root.is_dir():
         return []
     refs = []
     for child in root.iterdir():
         match = _TAG.match(child.name)
-        if match and child.is_dir() and (not complete_only or (child / MARKER).is_file()):
-            refs.append(CheckpointRef(root, child.name, int(match.group(1))))
-    return sorted(refs, key=lambda r: r.step)
+        if match and child.is_dir() and (saved := _saved_at(child)) is not None:
+            refs.append(CheckpointRef(root, child.name, int(match.group(1)), saved))
+    return sorted(refs, key=lambda r: (r.saved, r.step))
 
 
 def latest_checkpoint(directory: str | Path) -> CheckpointRef | None:
+    """The newest save."""
     refs = list_checkpoints(directory)
     return refs[-1] if refs else None
 
 
 def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, Any],
          env: DistEnv, keep: int) -> CheckpointRef:
-    """Save on every rank (DeepSpeed requires it), mark complete, rotate. Collective."""
+    """Save on every rank (DeepSpeed requires it) aside, mark complete, rename into place,
+    rotate. Collective."""
     root = Path(directory)
     tag = tag_for(step)
+    aside = root / (tag + PARTIAL)
     if env.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        stale = root / tag  # a partial save of the same step from a killed run
-        if stale.exists() and not (stale / MARKER).exists():
-            shutil.rmtree(stale)
+        shutil.rmtree(aside, ignore_errors=True)  # a save of this step killed halfway
     barrier(env)
-    engine.save_checkpoint(str(root), tag=tag, client_state=client_state, save_latest=False)
+    engine.save_checkpoint(str(root), tag=aside.name, client_state=client_state,
+                           save_latest=False)
     barrier(env)  # every rank's shards are on disk before the marker says so
+    saved = time.time()
     if env.is_main:
-        marker = {"step": step, "time": time.time(), "world_size": env.world_size}
-        tmp = root / tag / (MARKER + ".tmp")
-        tmp.write_text(json.dumps(marker))
-        tmp.rename(root / tag / MARKER)  # atomic on POSIX
-        _rotate(root, keep)
+        marker = {"step": step, "time": saved, "world_size": env.world_size}
+        (aside / MARKER).write_text(json.dumps(marker))
+        _put_in_place(aside, root / tag)
+        _rotate(root, keep, just_saved=tag)
     barrier(env)
-    return CheckpointRef(root, tag, step)
+    return CheckpointRef(root, tag, step, saved)
 
 
-def _rotate(root: Path, keep: int) -> None:
+def _put_in_place(aside: Path, final: Path) -> None:
+    """Rename the finished save to its name. An older folder of that name (an earlier run's
+    save of the same step) is moved off first and deleted after: in between, the name is
+    briefly empty, never torn."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    aside.rename(final)  # atomic on POSIX
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _rotate(root: Path, keep: int, just_saved: str) -> None:
+    """Keep the `keep` newest saves (never the one just written), and clear debris."""
     complete = list_checkpoints(root)
-    newest = complete[-1].step if complete else -1
     for ref in complete[:-keep]:
-        shutil.rmtree(ref.path, ignore_errors=True)
-    for ref in list_checkpoints(root, complete_only=False):
-        if ref.step < newest and not (ref.path / MARKER).exists():
-            shutil.rmtree(ref.path, ignore_errors=True)  # debris of an interrupted save
+        if ref.tag != just_saved:
+            shutil.rmtree(ref.path, ignore_errors=True)
+    for child in root.glob("step_*"):
+        if child.is_dir() and not _TAG.match(child.name) and child.name != just_saved + PARTIAL:
+            shutil.rmtree(child, ignore_errors=True)  # `.partial`/`.old` of an interrupted save
 
 
 def load(engine: Any, ref: CheckpointRef) -> dict[str, Any]:

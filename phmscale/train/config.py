@@ -79,7 +79,8 @@ def deepspeed_config(spec: JobSpec, world_size: int) -> dict[str, Any]:
     return _merge(config, t.deepspeed)
 
 
-def check_deepspeed_config(config: dict[str, Any]) -> None:
+def check_deepspeed_config(config: dict[str, Any],
+                           mask: Callable[[str], str] = lambda text: text) -> None:
     """Run DeepSpeed's own config parser before any process group starts.
 
     DeepSpeed reads the world size from the process group, which does not exist yet; the batch
@@ -96,7 +97,7 @@ def check_deepspeed_config(config: dict[str, Any]) -> None:
         DeepSpeedConfig(view)
     except Exception as error:  # DeepSpeed raises assorted types for bad configs
         raise InvalidInputError(
-            f"train.deepspeed: DeepSpeed rejects the merged config: {error}. "
+            f"train.deepspeed: DeepSpeed rejects the merged config: {mask(str(error))}. "
             "Fix or remove the offending raw key under train.deepspeed."
         ) from None
 

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -36,6 +37,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def use_gpu(spec: Any, launcher: str) -> bool:
+    """The one device rule. `phmscale run` (launcher "local") takes the GPU when there is
+    one; a cluster rank only when the job reserves one (resources.gpus_per_worker), or it
+    would share a device its scheduler gave to someone else."""
+    if not torch.cuda.is_available():
+        return False
+    return launcher == "local" or spec.resources.gpus_per_worker > 0
 
 
 def dist_env(use_gpu: bool | None = None) -> DistEnv:

@@ -46,7 +46,7 @@ def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
     from phmscale.models import build_model
 
     config = deepspeed_config(spec, env.world_size)
-    check_deepspeed_config(config)
+    check_deepspeed_config(config, spec.mask)
     init_distributed(env)
 
     torch.manual_seed(spec.train.seed)  # identical init on every rank
@@ -64,4 +64,24 @@ def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
         config=config,
         lr_scheduler=schedule,
     )
+    # DeepSpeed stores `engine.config` in every checkpoint (ds_config): keep a secret from
+    # train.deepspeed (a monitor's api key) out of them, and out of the config hooks log.
+    # Its components read their settings at initialize, above, so they keep the real value.
+    shown = spec.public_dump()["train"]["deepspeed"]
+    config = _merge_shown(config, shown, spec.mask)
+    engine.config = config
     return EngineParts(env, engine, scheduler, model, config, dtype)
+
+
+def _merge_shown(config: dict[str, Any], shown: dict[str, Any], mask: Any) -> dict[str, Any]:
+    """The config with the raw keys as `public_dump` shows them, then every string masked."""
+    from phmscale.train.config import _merge
+
+    def masked(tree: Any) -> Any:
+        if isinstance(tree, dict):
+            return {k: masked(v) for k, v in tree.items()}
+        if isinstance(tree, list):
+            return [masked(v) for v in tree]
+        return mask(tree) if isinstance(tree, str) else tree
+
+    return masked(_merge(config, shown))

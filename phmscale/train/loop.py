@@ -22,6 +22,7 @@ from phmscale.errors import InvalidInputError
 from phmscale.spec import JobSpec
 from phmscale.train import checkpoint as ckpt
 from phmscale.train.dist import DistEnv, all_reduce_mean, all_reduce_sum
+from phmscale.train.dist import use_gpu as choose_gpu
 from phmscale.train.engine import EngineParts, build_engine
 from phmscale.train.evaluate import BatchSource, evaluate, is_better, loss_fn, quality_name
 from phmscale.train.hooks import Hooks, RunInfo
@@ -52,11 +53,23 @@ class TrainResult:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to checkpoint and stop at the next step boundary."""
+    """A stop asked for from outside: the launcher's event (Ray's `phmscale stop`, set from
+    another thread) or, when the loop runs in the main thread, SIGINT/SIGTERM (Ctrl-C,
+    torchrun and Kubernetes passing on a stop or preemption). The loop checkpoints and stops
+    at the next step boundary."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event or threading.Event()
         self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        if value:
+            self.event.set()
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():  # Ray runs us in a thread
@@ -67,7 +80,7 @@ class _StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:  # a second Ctrl-C means now
             raise KeyboardInterrupt
-        self.requested = True
+        self.event.set()
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -83,8 +96,8 @@ class _Run:
     """One call of `train`: the engine, where checkpoints go, the hooks, and the result."""
 
     def __init__(self, spec: JobSpec, parts: EngineParts, hooks: Hooks, checkpoint_dir: str,
-                 dry_run: bool, result: TrainResult):
-        self.spec, self.parts, self.hooks = spec, parts, hooks
+                 dry_run: bool, result: TrainResult, stop: threading.Event | None = None):
+        self.spec, self.parts, self.hooks, self.stop = spec, parts, hooks, stop
         self.env, self.engine = parts.env, parts.engine
         self.checkpoint_dir, self.dry_run, self.result = checkpoint_dir, dry_run, result
         self.accum = spec.train.grad_accum
@@ -171,7 +184,7 @@ class _Run:
     def run(self, total: int, train_source: BatchSource, val_source: BatchSource | None) -> None:
         spec, env, r = self.spec, self.env, self.result
         stream = train_source.stream(start_batch=r.start_step * self.accum)
-        with _StopFlag() as stop:
+        with _StopFlag(self.stop) as stop:
             for step in range(r.start_step, total):
                 if env.world_size > 1:  # every rank must agree to stop at the same step
                     stop.requested = all_reduce_sum([float(stop.requested)], env)[0] > 0
@@ -217,12 +230,17 @@ def train(
     val_source: BatchSource | None = None,
     use_gpu: bool | None = None,
     checkpoint_dir: str | None = None,
+    stop: threading.Event | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
-    """Train `spec` on this rank. `max_steps` stops early (dry runs, tests); sources default
-    to the WebDataset loader for this rank; checkpoints go to `checkpoint_dir`, by default
-    the spec's `checkpoint.dir` (as `spec.checkpoint_dir` resolves it)."""
-    if use_gpu is None:  # launchers: the spec decides; `phmscale run` passes its own choice
-        use_gpu = torch.cuda.is_available() and spec.resources.gpus_per_worker > 0
+    """Train `spec` on this rank: the engine's part of a job (`phmscale.train.job.run_job`
+    adds the launcher's: the run folder, tracking, device choice). `max_steps` stops early
+    (dry runs, tests); sources default to the WebDataset loader for this rank; checkpoints go
+    to `checkpoint_dir`, by default the spec's (`spec.checkpoint_dir`); `stop`, once set,
+    checkpoints and stops at the next step; `run_id` is the tracking run to reopen when the
+    checkpoint names none (a job restarted before its first checkpoint)."""
+    if use_gpu is None:  # as a cluster rank would (run_job passes the launcher's choice)
+        use_gpu = choose_gpu(spec, "worker")
     checkpoint_dir = checkpoint_dir or spec.checkpoint_dir
     if "://" in checkpoint_dir and not dry_run:
         raise InvalidInputError(
@@ -237,8 +255,9 @@ def train(
     result = TrainResult("completed", 0, 0, 0.0,
                          peak=resolve_peak(env.device, spec.train.precision, peak_flops),
                          train_flops_per_sample=float(train_flops_per_sample(spec.model)))
-    run = _Run(spec, parts, hooks, checkpoint_dir, dry_run, result)
-    result.start_step, run_id, resumed = run.resume()
+    run = _Run(spec, parts, hooks, checkpoint_dir, dry_run, result, stop)
+    result.start_step, saved_run_id, resumed = run.resume()
+    run_id = saved_run_id or (run_id if spec.checkpoint.resume and not dry_run else None)
     result.step = result.start_step
     train_source, val_source = _sources(spec, env, train_source, val_source)
     info = RunInfo(spec, env.rank, env.world_size, result.start_step, resumed, run_id,

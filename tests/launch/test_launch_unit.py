@@ -90,11 +90,13 @@ def test_nothing_listening_is_unreachable():
 
 def test_spec_resolved_on_the_submitting_side(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # where the user typed `phmscale submit`
     spec = load_job(QUICKSTART, ["data.train=shards/train-{000000..000003}.tar",
                                  "data.val=s3://bucket/val-000000.tar"])
-    resolved = resolve_for_cluster(spec, cwd=tmp_path)
-    assert resolved.tracking.uri == f"sqlite:///{tmp_path}/mlflow.db"
-    assert resolved.checkpoint_dir == f"{tmp_path}/checkpoints/{spec.name}"
+    resolved, env = resolve_for_cluster(spec, cwd=tmp_path)
+    assert resolved.tracking.uri == f"sqlite:///{tmp_path}/mlflow.db" and env == {}
+    assert resolved.checkpoint_dir == f"{tmp_path}/checkpoints/{spec.name}/{spec.fingerprint()}"
+    assert resolved.fingerprint() == spec.fingerprint()  # the same run, wherever it runs
     assert resolved.data.train == f"{tmp_path}/shards/train-{{000000..000003}}.tar"
     assert resolved.data.val == "s3://bucket/val-000000.tar"
     assert absolute_tracking_uri("http://mlflow:5000", tmp_path) == "http://mlflow:5000"

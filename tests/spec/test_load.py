@@ -122,7 +122,7 @@ def test_schema_cli_writes_valid_json(tmp_path):
     assert result.returncode == 0, result.stderr
     schema = json.loads(out.read_text())
     assert set(schema["properties"]) == {
-        "name", "model", "data", "train", "checkpoint", "resources", "tracking"
+        "name", "model", "data", "train", "checkpoint", "resources", "tracking", "public_env"
     }
     # every field carries a description (they feed CLI help and editors)
     for name, definition in schema["$defs"].items():

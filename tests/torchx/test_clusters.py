@@ -218,8 +218,7 @@ def test_slurm_script_runs_phmscale_submit_with_a_valid_job(tmp_path):
     scheduler_args = [args[i + 1] for i, a in enumerate(args) if a == "--scheduler-arg"]
     cfg, ours = tx.parse_scheduler_args("slurm", scheduler_args)
     assert cfg["partition"] == "gpu" and ours == {"nproc_per_node": 2}
-    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
-    info = tx.submit(spec, args[1], "torchx:slurm", scheduler_args, sets, dryrun=True)
+    info = tx.submit(spec, "torchx:slurm", scheduler_args, dryrun=True)
     script = info.request.materialize()
     assert script.count("#SBATCH --job-name=trainer-") == 2
     assert "--nnodes 2 --nproc_per_node 2" in script and "--gpus-per-task=2" in script

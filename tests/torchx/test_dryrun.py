@@ -29,38 +29,49 @@ def _torchrun_args(command: str) -> list[str]:
     return shlex.split(command)
 
 
+def _shipped(args: list[str]) -> dict:
+    """The job a role's command carries (the ranks never re-read a job file)."""
+    from phmscale.launch.torchx_app import decode_spec
+
+    assert args[args.index(tx.ENTRY_MODULE) + 1] == "--spec"
+    return decode_spec(args[args.index("--spec") + 1])
+
+
 def test_app_layout_per_scheduler():
     spec = _spec(GPU_SETS)
-    local = tx.app_for(spec, JOB, GPU_SETS, "torchx:local_cwd")
+    local = tx.app_for(spec, "torchx:local_cwd")
     (role,) = local.roles
     assert role.num_replicas == 1
     args = _torchrun_args(role.args[1])
     assert args[0] == sys.executable  # the submitter's interpreter: local_cwd shares the cwd
     assert args[args.index("--nproc_per_node") + 1] == "4"
     assert args[args.index("--rdzv_endpoint") + 1] == "localhost:0"
-    assert args[args.index("--job") + 1] == str(ROOT / JOB)  # absolute: shared filesystem
+    shipped = _shipped(args)  # resolved here: paths absolute on the shared filesystem
+    assert shipped["checkpoint"]["dir"] == f"{Path.cwd()}/{spec.checkpoint_dir}"
+    assert shipped["resources"]["workers"] == 4 and shipped["tracking"]["uri"] == "http://mlflow:5000"
     assert (role.resource.cpu, role.resource.gpu) == (16, 4)
 
-    remote = tx.app_for(spec, JOB, GPU_SETS, "kubernetes")
+    remote = tx.app_for(spec, "kubernetes")
     (role,) = remote.roles
     assert role.num_replicas == 4
     assert role.image == tx.IMAGES["cuda"]
     args = _torchrun_args(role.args[1])
-    assert args[0] == "python" and args[args.index("--job") + 1] == JOB  # as in the image
+    assert args[0] == "python"  # the image's; relative paths name files in its WORKDIR
+    assert _shipped(args)["checkpoint"]["dir"] == f"/app/{spec.checkpoint_dir}"
     assert args[args.index("--nnodes") + 1] == "4"
     assert args[args.index("--nproc_per_node") + 1] == "1"
     assert (role.resource.cpu, role.resource.gpu, role.resource.memMB) == (4, 1, 4096)
 
-    packed = tx.app_for(spec, JOB, GPU_SETS, "slurm", nproc_per_node=2, image="x:1")
+    packed = tx.app_for(spec, "slurm", nproc_per_node=2, image="x:1")
     assert packed.roles[0].num_replicas == 2
     assert packed.roles[0].resource.gpu == 2
     with pytest.raises(InvalidInputError, match="does not divide by nproc_per_node=3"):
-        tx.app_for(spec, JOB, GPU_SETS, "slurm", nproc_per_node=3)
+        tx.app_for(spec, "slurm", nproc_per_node=3)
 
 
 def test_cpu_job_gets_the_cpu_image_and_restarts_from_max_failures():
     spec = _spec(["resources.max_failures=3"])
-    role = tx.app_for(spec, JOB, [], "kubernetes").roles[0]
+    role = tx.app_for(spec, "kubernetes").roles[0]
     assert role.image == tx.IMAGES["cpu"] and role.resource.gpu == 0
     args = _torchrun_args(role.args[1])
     assert args[args.index("--max_restarts") + 1] == "3"
@@ -72,7 +83,7 @@ def test_set_values_survive_macro_substitution_and_bash():
     from torchx.specs import macros
 
     sets = ["tracking.experiment=price$HOME'x", "checkpoint.dir=/tmp/a b"]
-    role = tx.app_for(_spec(sets), JOB, sets, "kubernetes").roles[0]
+    role = tx.app_for(_spec(sets), "kubernetes").roles[0]
     substituted = macros.Values(img_root="", app_id="app-1", replica_id="0",
                                 rank0_env="TORCHX_RANK0_HOST").apply(role)
     command = substituted.args[1]
@@ -83,18 +94,19 @@ def test_set_values_survive_macro_substitution_and_bash():
     argv = out.stdout.splitlines()
     assert argv[argv.index("--rdzv_id") + 1] == "app-1"
     assert argv[argv.index("--rdzv_endpoint") + 1] == "localhost:29500"  # unset rank-0 host
-    assert argv[argv.index(tx.ENTRY_MODULE) + 1:] == [
-        "--job", JOB, "--set", "tracking.experiment=price$HOME'x", "--set", "checkpoint.dir=/tmp/a b"]
+    shipped = _shipped(argv)
+    assert shipped["tracking"]["experiment"] == "price$HOME'x"
+    assert shipped["checkpoint"]["dir"] == "/tmp/a b"
 
 
 def test_kubernetes_dryrun_request():
     pytest.importorskip("kubernetes", reason="TorchX's kubernetes scheduler needs `kubernetes`")
     sets = [*GPU_SETS, "checkpoint.dir=/mnt/checkpoints/lm"]
     spec = _spec(sets)
-    info = tx.submit(spec, JOB, "torchx:kubernetes",
+    info = tx.submit(spec, "torchx:kubernetes",
                      ["queue=research", "namespace=ml",
                       "mount=type=volume,src=phmscale-checkpoints,dst=/mnt/checkpoints"],
-                     sets, dryrun=True)
+                     dryrun=True)
     resource = yaml.safe_load(str(info))
     assert resource["apiVersion"] == "batch.volcano.sh/v1alpha1" and resource["kind"] == "Job"
     assert resource["spec"]["queue"] == "research"
@@ -114,8 +126,10 @@ def test_kubernetes_dryrun_request():
         # the first pod is the rendezvous host; the others find it through Volcano's env
         host = "TORCHX_RANK0_HOST" if i == 0 else "VC_TRAINER_0_HOSTS"
         assert args[args.index("--rdzv_endpoint") + 1] == f"${{{host}:=localhost}}:29500"
-        assert args[args.index("-m", 3) + 1:] == ["phmscale.launch.torchx_entry", "--job", JOB,
-                                                  *[x for s in sets for x in ("--set", s)]]
+        assert args[args.index("-m", 3) + 1] == "phmscale.launch.torchx_entry"
+        assert _shipped(args) == _shipped(shlex.split(  # every pod runs the same job
+            tasks[0]["template"]["spec"]["containers"][0]["command"][2]))
+        assert _shipped(args)["checkpoint"]["dir"] == "/mnt/checkpoints/lm"
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName")
                   for v in task["template"]["spec"]["volumes"]}
@@ -139,13 +153,12 @@ def test_submit_catches_storage_that_would_fail_or_vanish():
     for sets, scheduler, scheduler_args, message in cases:
         sets = ["resources.workers=2", *sets]
         with pytest.raises(PhmscaleError, match=message):
-            tx.submit(_spec(sets), JOB, scheduler, scheduler_args, sets)
+            tx.submit(_spec(sets), scheduler, scheduler_args)
 
 
 def test_slurm_dryrun_request():
     spec = _spec(GPU_SETS)
-    info = tx.submit(spec, JOB, "torchx:slurm", ["partition=gpu", "time=01:30:00"], GPU_SETS,
-                     dryrun=True)
+    info = tx.submit(spec, "torchx:slurm", ["partition=gpu", "time=01:30:00"], dryrun=True)
     script = info.request.materialize()
     assert script.count("#SBATCH --job-name=trainer-") == 4  # one het-job component per node
     assert script.count("#SBATCH hetjob") == 3
@@ -154,17 +167,18 @@ def test_slurm_dryrun_request():
         assert script.count(flag) == 4, flag
     assert f"{sys.executable} -m torch.distributed.run" in script  # the venv on the shared FS
     assert "--nnodes 4 --nproc_per_node 1" in script
-    assert f"-m phmscale.launch.torchx_entry --job {ROOT / JOB}" in script
+    assert "-m phmscale.launch.torchx_entry --spec " in script
     assert "TORCHX_JOB_ID=slurm://torchx/" in script
 
 
 def test_component_makes_resources_workers_match_the_ranks():
     app = tx.train(job=str(ROOT / "jobs/quickstart.yaml"), nnodes=1, nproc_per_node=3)
     args = _torchrun_args(app.roles[0].args[1])
-    assert args[-2:] == ["--set", "resources.workers=3"]
+    assert _shipped(args)["resources"]["workers"] == 3
     assert args[args.index("--nproc_per_node") + 1] == "3"
     app = tx.train(job=str(ROOT / JOB), nnodes=2, sets=["train.steps=100"])
-    assert "resources.workers" not in app.roles[0].args[1]  # the job already says 2
+    shipped = _shipped(_torchrun_args(app.roles[0].args[1]))
+    assert shipped["resources"]["workers"] == 2 and shipped["train"]["steps"] == 100
 
 
 def test_the_component_loads_through_torchx_cli():
@@ -182,4 +196,9 @@ def test_the_component_loads_through_torchx_cli():
     text = out.stdout + out.stderr
     assert text.count("#SBATCH --job-name=trainer-") == 2
     assert "--gpus-per-task=1" in text
-    assert "--set resources.workers=2 --set resources.gpus_per_worker=1" in text
+    import re
+
+    from phmscale.launch.torchx_app import decode_spec
+
+    shipped = decode_spec(re.search(r"--spec ([A-Za-z0-9+/=]{20,})", text).group(1))
+    assert shipped["resources"]["workers"] == 2 and shipped["resources"]["gpus_per_worker"] == 1

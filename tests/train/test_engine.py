@@ -127,10 +127,12 @@ train(spec, train_source=rank_source(b, 0, 1), val_source=None, use_gpu=False)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-3000:]
-    assert (ckdir / "step_00000010").exists()  # the partial save is there…
+    assert (ckdir / "step_00000010.partial").exists()  # the partial save is aside…
+    assert not (ckdir / "step_00000010").exists()  # …never under a checkpoint's name
     latest = ckpt.latest_checkpoint(ckdir)
-    assert latest is not None and latest.step == 5  # …and ignored
+    assert latest is not None and latest.step == 5
     spec = tiny_spec(tmp_path, **{"train.steps": 10, "checkpoint.every": 5})
     rec, result = _run(spec, global_batches(10, 8))
     assert result.start_step == 5 and result.step == 10
     assert ckpt.latest_checkpoint(ckdir).step == 10
+    assert not (ckdir / "step_00000010.partial").exists()  # the next save of it cleared it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.conftest import ROOT, run_cli
 
 
@@ -11,8 +13,9 @@ def test_run_trains_checkpoints_and_tracks(tmp_path):
                      cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "val_accuracy" in result.stdout and "samples/s" in result.stdout
-    ckpt = tmp_path / "checkpoints" / "quickstart-phm-vit-digits"
-    assert (ckpt / "step_00000020" / "COMPLETE").is_file()
+    (ckpt,) = (tmp_path / "checkpoints" / "quickstart-phm-vit-digits").iterdir()
+    assert (ckpt / "step_00000020" / "COMPLETE").is_file()  # in the run's fingerprint folder
+    assert ckpt.name == json.loads((ckpt / "run.json").read_text())["fingerprint"]
     assert (tmp_path / "mlflow.db").is_file()  # the embedded default store
 
 
@@ -55,14 +58,14 @@ def test_sigterm_checkpoints_then_the_same_command_resumes(tmp_path):
 
     args = [sys.executable, "-m", "phmscale", "run", str(ROOT / "jobs/quickstart.yaml"),
             "--set", "train.steps=100000", "--set", "checkpoint.every=20"]
-    ckpt_dir = tmp_path / "checkpoints" / "quickstart-phm-vit-digits"
+    job_dir = tmp_path / "checkpoints" / "quickstart-phm-vit-digits"
     out_file, err_file = tmp_path / "out.txt", tmp_path / "err.txt"
     with out_file.open("w") as out_f, err_file.open("w") as err_f:  # files: a pipe can fill
         proc = subprocess.Popen(args, cwd=tmp_path, stdout=out_f, stderr=err_f,
                                 env=dict(os.environ))
         deadline = time.monotonic() + 300
         try:
-            while not list(ckpt_dir.glob("step_*/COMPLETE")):  # training is under way
+            while not list(job_dir.glob("*/step_*/COMPLETE")):  # training is under way
                 assert proc.poll() is None, err_file.read_text()[-3000:]
                 assert time.monotonic() < deadline, "no checkpoint within 300 s"
                 time.sleep(0.2)
@@ -77,6 +80,7 @@ def test_sigterm_checkpoints_then_the_same_command_resumes(tmp_path):
     found = re.search(r"interrupted at step (\d+)", out)
     assert found, out[-3000:]
     stopped = int(found.group(1))
+    (ckpt_dir,) = job_dir.iterdir()
     assert (ckpt_dir / f"step_{stopped:08d}" / "COMPLETE").is_file()  # saved where it stopped
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking)
