@@ -148,8 +148,13 @@ def _submit_torchx(spec, scheduler: str, scheduler_args: list[str],  # noqa: ANN
     sched = tx.parse_scheduler(scheduler)
     result = tx.submit(spec, sched, scheduler_args, dryrun=dryrun,
                        forward_secrets=forward_secrets)
-    if dryrun:
-        typer.echo(str(result))
+    if dryrun:  # the request as sent, less the values that ride in its environment
+        from phmscale.spec.secrets import mask_values
+        from phmscale.tracking.uri import PASSWORD_ENV, TOKEN_ENV, resolve_uri, split_credentials
+
+        creds = [*split_credentials(resolve_uri(spec))[1].values(),
+                 *(os.environ.get(k, "") for k in (PASSWORD_ENV, TOKEN_ENV))]
+        typer.echo(mask_values(str(result), creds))
         return
     console.print(f"submitted {result}", highlight=False)
     if sched == "local_cwd" or follow:

@@ -54,9 +54,9 @@ def main() -> None:
     try:
         app()
     except PhmscaleError as error:
-        from phmscale.spec.secrets import strip_userinfo  # no password in a URI, ever
+        from phmscale.spec.secrets import mask_values  # no secret, no URI password, ever
 
-        err_console.print(f"[bold red]error:[/] {escape(strip_userinfo(str(error)))}",
+        err_console.print(f"[bold red]error:[/] {escape(mask_values(str(error)))}",
                           highlight=False, soft_wrap=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:

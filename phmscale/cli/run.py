@@ -145,7 +145,8 @@ def run(
     console.print(dry_run_table(spec, result) if dry_run else summary_table(spec, result))
     if result.status == "interrupted":
         console.print(f"[yellow]interrupted at step {result.step}; checkpoint "
-                      f"{result.checkpoint}. Run the same command to resume.[/]")
+                      f"{spec.mask(result.checkpoint or 'none')}. Run the same command to "
+                      "resume.[/]")
         raise typer.Exit(130)
 
 

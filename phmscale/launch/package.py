@@ -10,6 +10,7 @@ code travels as a py_module unless the cluster's image already has it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -87,9 +88,12 @@ def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None
     cwd = (cwd or Path.cwd()).resolve()
     data: dict[str, Any] = spec.portable_dump()
     real = spec.model_dump(mode="json")
-    uri, creds = split_credentials(resolve_uri(spec))
-    data["tracking"]["uri"] = absolute_tracking_uri(uri, cwd)
-    data["checkpoint"]["dir"] = absolute_path(spec.checkpoint_dir, cwd)
+    uri = resolve_uri(spec)  # the value: from the job, $MLFLOW_TRACKING_URI or the default
+    text = data["tracking"]["uri"] or uri  # the job's text, ${VAR} kept, when it has one
+    creds = split_credentials(uri)[1]
+    data["tracking"]["uri"] = absolute_tracking_uri(split_credentials(text)[0], cwd)
+    data["checkpoint"]["dir"] = _absolute_field(
+        data["checkpoint"]["dir"] or spec.checkpoint_dir, spec.checkpoint_dir, cwd)
     for key in ("train", "val", "cache_dir"):
         if data["data"].get(key):
             data["data"][key] = _absolute_field(data["data"][key], real["data"][key], cwd)
@@ -99,6 +103,20 @@ def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None
                 if os.environ.get(k)})
     env.update(creds)
     return resolved, env
+
+
+def check_shipped(text: str, env: dict[str, str]) -> None:
+    """The last line of defence: what leaves for a cluster (job, metadata, arguments) holds
+    none of the values that travel in the environment."""
+    from phmscale.errors import InvalidInputError
+    from phmscale.spec.secrets import MIN_MASKED_VALUE
+
+    for name, value in env.items():
+        if len(value) >= MIN_MASKED_VALUE and value in text:
+            raise InvalidInputError(
+                f"the value of ${name} would be sent to the cluster inside the job: write it "
+                f"as ${{{name}}} in the job file (not through --set), so it travels in the "
+                "workers' environment")
 
 
 def new_submission_id(spec: JobSpec) -> str:
@@ -147,10 +165,12 @@ def build_submission(spec: JobSpec, *, code: CodeMode = "auto", local: bool = Fa
     spec_hash = spec.spec_hash()
     resolved, secret_env = resolve_for_cluster(spec, cwd)
     submission_id = new_submission_id(spec)
+    job_text = yaml.safe_dump(resolved.portable_dump(), sort_keys=False)
+    check_shipped(job_text, secret_env)
     workdir = Path(tempfile.mkdtemp(prefix=f"phmscale-submit-{spec.name}-"))
     (workdir / JOB_FILE).write_text(
         f"# resolved by phmscale {__version__} submit; submission {submission_id}\n"
-        + yaml.safe_dump(resolved.portable_dump(), sort_keys=False))
+        + job_text)
     ship = code == "ship" or (code == "auto" and not local)
     runtime_env: dict[str, Any] = {
         "working_dir": str(workdir),
@@ -184,5 +204,6 @@ def build_submission(spec: JobSpec, *, code: CodeMode = "auto", local: bool = Fa
         "phmscale.mlflow_experiment": resolved.tracking.experiment,
     }
     metadata = {k: resolved.mask(v)[:METADATA_VALUE_MAX] for k, v in metadata.items()}
+    check_shipped(json.dumps(metadata) + entrypoint, secret_env)
     return Submission(resolved, spec_hash, submission_id, entrypoint, runtime_env, metadata,
                       workdir, ship, secret_env=secret_env)

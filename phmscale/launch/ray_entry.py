@@ -156,20 +156,33 @@ def _public(uri: str) -> str:
     return public_uri(uri)
 
 
+CLAIM_WAIT_S = 20.0  # an earlier driver's JobState outlives it by a moment
+
+
 def _claim(spec: JobSpec, initial_run_id: str | None) -> Any:
     """The job's `JobState`, named after its storage folder: creating it fails while another
-    live job on this cluster holds the name."""
+    live job on this cluster holds the name. The name of a job that just ended (a stop, then
+    the same job submitted again) is freed once Ray has noticed its driver is gone, within
+    seconds: wait that long before calling the folder in use."""
+    import hashlib
+    import time
+
     from phmscale.errors import InvalidInputError
     from phmscale.launch.ray_worker import JobState
 
-    name = f"phmscale-run:{spec.checkpoint_dir}"
-    try:
-        return JobState.options(name=name, namespace="phmscale").remote(initial_run_id)
-    except ValueError:
-        raise InvalidInputError(
-            f"checkpoint folder {spec.mask(spec.checkpoint_dir)} is in use by another live "
-            "job on this cluster (`phmscale list` shows it): wait for it to end or stop it, "
-            "or give this job another name or checkpoint.dir.") from None
+    # hashed: actor names show on the dashboard, and a folder name may hold a secret
+    name = "phmscale-run:" + hashlib.sha256(spec.checkpoint_dir.encode()).hexdigest()[:24]
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        try:
+            return JobState.options(name=name, namespace="phmscale").remote(initial_run_id)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise InvalidInputError(
+                    f"checkpoint folder {spec.mask(spec.checkpoint_dir)} is in use by another "
+                    "live job on this cluster (`phmscale list` shows it): wait for it to end "
+                    "or stop it, or give this job another name or checkpoint.dir.") from None
+            time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +243,7 @@ def _drive(spec: JobSpec, args: argparse.Namespace, folder: Any) -> int:
     run_id = watch.run_id or ray.get(state.get.remote())
     if folder is not None:
         folder.record_run_id(run_id)
-    how = "stopped" if metrics.get("status") == "interrupted" else "completed"
+    how = "stopped" if watch.stop_requested.is_set() else "completed"
     print(f"[phmscale] {how} at step {metrics.get('step')}/{spec.train.steps}; "
           f"MLflow run {run_id}; latest checkpoint "
           f"{spec.mask(result.checkpoint.path) if result.checkpoint else 'none'}", flush=True)

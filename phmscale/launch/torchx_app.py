@@ -41,23 +41,32 @@ UNLIMITED_RESTARTS = 2**31 - 1
 CONTAINER_WORKDIR = "/app"  # the images' WORKDIR: relative job paths name files there
 
 
-def encode_spec(spec: JobSpec, shared: bool) -> tuple[str, dict[str, str]]:
-    """(the resolved job as one base64 argument, the environment its ranks need). Relative
-    paths resolve against this directory where the ranks share it (local_cwd, slurm), else
-    against the image's WORKDIR."""
-    from phmscale.launch.package import resolve_for_cluster
+def encode_spec(spec: JobSpec, cwd: Path | None) -> tuple[str, dict[str, str]]:
+    """(the job as one base64 argument, the environment its ranks need). With `cwd`, resolved
+    as `submit` resolves it for Ray (relative paths against `cwd`, the tracking store fixed);
+    without, as written: the ranks read relative paths, and $MLFLOW_TRACKING_URI, where they
+    run (the TorchX component, which cannot know its scheduler)."""
+    from phmscale.launch.package import check_shipped, resolve_for_cluster
+    from phmscale.tracking.uri import split_credentials
 
-    cwd = Path.cwd() if shared else Path(CONTAINER_WORKDIR)
-    resolved, env = resolve_for_cluster(spec, cwd)
-    blob = json.dumps(resolved.portable_dump(), separators=(",", ":")).encode()
-    return base64.b64encode(blob).decode(), env
+    if cwd is not None:
+        resolved, env = resolve_for_cluster(spec, cwd)
+        shipped = resolved.portable_dump()
+    else:
+        shipped, env = spec.portable_dump(), spec.secret_env
+        if shipped["tracking"]["uri"]:
+            shipped["tracking"]["uri"] = split_credentials(shipped["tracking"]["uri"])[0]
+            env.update(split_credentials(spec.tracking.uri or "")[1])
+    text = json.dumps(shipped, separators=(",", ":"))
+    check_shipped(text, env)
+    return base64.b64encode(text.encode()).decode(), env
 
 
 def decode_spec(text: str) -> dict:
     return json.loads(base64.b64decode(text.encode()))
 
 
-def build_app(spec: JobSpec, nnodes: int, nproc_per_node: int, *, shared: bool = False,
+def build_app(spec: JobSpec, nnodes: int, nproc_per_node: int, *, cwd: Path | None = None,
               image: str | None = None, cpu: int | None = None, gpu: int | None = None,
               mem_mb: int | None = None, h: str | None = None,
               env: dict[str, str] | None = None, max_retries: int = 0,
@@ -81,7 +90,7 @@ def build_app(spec: JobSpec, nnodes: int, nproc_per_node: int, *, shared: bool =
            # resumes from the newest checkpoint into the same MLflow run.
            "--max_restarts", str(restarts), "--tee", "3",
            "-m", ENTRY_MODULE]
-    encoded, secret_env = encode_spec(spec, shared)
+    encoded, secret_env = encode_spec(spec, cwd)
     cmd += ["--spec", encoded]  # base64: nothing for bash or TorchX's macros to touch
     role_env = {
         "LOGLEVEL": os.environ.get("LOGLEVEL", "WARNING"),
@@ -130,7 +139,10 @@ def app_for(spec: JobSpec, scheduler: str = "local_cwd", *,
             f"resources.workers={workers} does not divide by nproc_per_node={nproc}: choose a "
             f"divisor of {workers} or change resources.workers")
     shared = sched in SHARED_FS
-    return build_app(spec, workers // nproc, nproc, shared=shared, image=image,
+    # Relative paths name files in this directory where the ranks share it, else in the
+    # image's WORKDIR.
+    cwd = Path.cwd() if shared else Path(CONTAINER_WORKDIR)
+    return build_app(spec, workers // nproc, nproc, cwd=cwd, image=image,
                      mem_mb=mem_mb, max_retries=max_retries, mounts=mount,
                      python=sys.executable if shared else "python",
                      forward_secrets=forward_secrets)

@@ -10,21 +10,29 @@ Not in it: `train.steps` (raising it resumes and extends the same run), evaluati
 checkpoint cadence, validation data, caches, resources other than the worker count, tracking,
 and the job's name (the default checkpoint folder already carries it).
 
-Secret values enter as their `${VAR}` reference, so rotating a token keeps the run.
+Values are the resolved ones, secrets included: a `${SEED}` or `${SHARDS}` that changes must
+change the run (a rotated token inside `data.train` does too: keep credentials in the
+reader's own environment, e.g. AWS_* for s3://, not in the URL). The fingerprint is a hash;
+what is stored and shown (`shown_identity`) has every secret as ***.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from phmscale.spec.job import JobSpec
 
-# Sections taken whole, and single fields, of the job's portable dump.
+# Sections taken whole, and single fields, of the job.
 _WHOLE = ("model", "train.optimizer", "train.schedule", "train.prune", "train.deepspeed")
+# Raw DeepSpeed keys that only watch the run (profilers, monitors, timers): not identity.
+_DS_WATCHERS = frozenset({
+    "wall_clock_breakdown", "steps_per_print", "flops_profiler", "comms_logger", "timers",
+    "tensorboard", "wandb", "csv_monitor", "comet", "dump_state", "memory_breakdown",
+})
 _FIELDS = (
     "data.train", "data.batch_size", "data.shuffle_buffer", "data.resampled",
     "data.loader_workers", "train.grad_clip", "train.grad_accum", "train.precision",
@@ -48,25 +56,42 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def _data_location(value: str) -> str:
-    """A local shard path names files relative to where the job was started: made absolute,
-    so the same files give the same identity from any directory (and on a cluster, which
-    receives absolute paths)."""
-    if "://" in value or value.startswith(("pipe:", "builtin:", "/")) or "${" in value:
-        return value
-    return os.path.abspath(value)
+def is_local_relative(value: str) -> bool:
+    """A local path relative to where the job was started (what `submit` makes absolute)."""
+    return not ("://" in value or value.startswith(("pipe:", "builtin:", "/")))
+
+
+def _fields(tree: dict[str, Any], train_data: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section in _WHOLE:
+        value = _get(tree, section)
+        if section == "train.deepspeed":
+            value = {k: v for k, v in value.items() if k not in _DS_WATCHERS}
+        _flatten(value, section, out)
+    for name in _FIELDS:
+        out[name] = _get(tree, name)
+    out["data.train"] = train_data
+    return dict(sorted(out.items()))
+
+
+def _data_location(text: str, resolved: str) -> str:
+    """A relative shard path names files relative to where the job was started: made
+    absolute (decided on the resolved value, applied to `text`, as `submit` does), so the
+    same files give the same identity here and on a cluster, which receives absolute paths."""
+    return str(Path.cwd().resolve() / text) if is_local_relative(resolved) else text
 
 
 def identity(spec: JobSpec) -> dict[str, Any]:
-    """Dotted field → value, flat and sorted, secrets as `${VAR}`."""
-    tree = spec.portable_dump()
-    out: dict[str, Any] = {}
-    for section in _WHOLE:
-        _flatten(_get(tree, section), section, out)
-    for name in _FIELDS:
-        out[name] = _get(tree, name)
-    out["data.train"] = _data_location(out["data.train"])
-    return dict(sorted(out.items()))
+    """Dotted field → resolved value, flat and sorted: what the fingerprint hashes."""
+    tree = spec.model_dump(mode="json")
+    train = tree["data"]["train"]
+    return _fields(tree, _data_location(train, train))
+
+
+def shown_identity(spec: JobSpec) -> dict[str, Any]:
+    """The same fields as they may be stored and shown: each secret as ***."""
+    tree, real = spec.public_dump(), spec.data.train
+    return _fields(tree, _data_location(tree["data"]["train"], real))
 
 
 def fingerprint(fields: dict[str, Any]) -> str:

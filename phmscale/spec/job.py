@@ -94,11 +94,12 @@ class JobSpec(Section):
         trains (seed, n, lr, …) gets a folder, and so a run, of its own."""
         return self.checkpoint.dir or f"checkpoints/{self.name}/{self.fingerprint()}"
 
-    def identity(self) -> dict[str, Any]:
-        """The fields that decide what is trained (see `phmscale.spec.identity`)."""
-        from phmscale.spec.identity import identity
+    def identity(self, shown: bool = False) -> dict[str, Any]:
+        """The fields that decide what is trained (see `phmscale.spec.identity`); `shown`:
+        with secrets as ***, for run.json and messages."""
+        from phmscale.spec.identity import identity, shown_identity
 
-        return identity(self)
+        return shown_identity(self) if shown else identity(self)
 
     def fingerprint(self) -> str:
         from phmscale.spec.identity import fingerprint

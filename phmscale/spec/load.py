@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from phmscale.errors import InvalidInputError
 from phmscale.spec.job import JobSpec
-from phmscale.spec.secrets import SecretRefs
+from phmscale.spec.secrets import SecretRefs, remember
 from phmscale.spec.yaml_safe import compose_job_yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -147,6 +147,7 @@ def _interpolate(value: Any, loc: Path_, problems: list[Problem], lines: dict[Pa
                 secret = True
                 if refs is not None and not keep_secrets:
                     refs.env[var] = os.environ[var]
+                    remember([os.environ[var]])
                 if keep_secrets:
                     return f"${{{var}}}"
             return os.environ[var]
@@ -197,11 +198,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
         raise JobSpecError("--set", [Problem(key, "empty part in the key path")])
+    return parts, _override_value(key.strip(), raw)
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """The value as YAML reads it, under the same bounds as a job file (no recursive alias,
+    no alias bomb); text that is not YAML at all stays the text itself."""
+    if not raw.strip():
+        return ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
+        return compose_job_yaml(raw.encode(), f"--set {key}")[0]
+    except JobSpecError:
+        try:
+            yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw  # `--set name=a: b` and the like: the text as written
+        except RecursionError:
+            pass
+        raise  # YAML a job must not hold: its own message says what and where
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str],

@@ -24,7 +24,8 @@ from typing import Any
 MASK = "***"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # scheme://userinfo@ — the userinfo is everything up to the last '@' before the path.
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]*@")
+# Greedy up to the last '@' before the path: a password may itself hold an '@'.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s'\"]*@")
 # Secret values shorter than this are not masked by value in free text (a secret "1" would
 # turn every 1 into ***); they are still masked by field, which is what matters.
 MIN_MASKED_VALUE = 4
@@ -48,10 +49,14 @@ class SecretRefs:
         return bool(self.templates)
 
     def drop(self, path: Path_) -> None:
-        """A field overridden after interpolation (`--set`) no longer holds the reference."""
+        """A field overridden after interpolation (`--set`) no longer holds the reference;
+        a variable no field refers to any more is no longer shipped to workers."""
         n = len(path)
         for key in [k for k in self.templates if k[:n] == path or path[:len(k)] == k]:
             del self.templates[key]
+        used = {name for t in self.templates.values() for name in secret_names(t)}
+        self.env = {k: v for k, v in self.env.items() if k in used}
+        remember(self.env.values())
 
     def mask_text(self, text: str) -> str:
         """Free text (an error message, a DeepSpeed config value) with every secret value
@@ -102,3 +107,20 @@ def _with(tree: dict[str, Any], values: Mapping[Path_, str]) -> dict[str, Any]:
 
 def secret_names(template: str) -> Iterable[str]:
     return _REF.findall(template)
+
+
+# Every secret value this process has read from the environment for a job: the CLI masks
+# them in whatever error it prints, whichever module raised it.
+_KNOWN: set[str] = set()
+
+
+def remember(values: Iterable[str]) -> None:
+    _KNOWN.update(v for v in values if len(v) >= MIN_MASKED_VALUE)
+
+
+def mask_values(text: str, values: Iterable[str] = ()) -> str:
+    """`text` with the given values, every remembered secret value and URI userinfo masked."""
+    for value in sorted({*_KNOWN, *(v for v in values if len(v) >= MIN_MASKED_VALUE)},
+                        key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return strip_userinfo(text)

@@ -347,11 +347,15 @@ class CheckpointSpec(Section):
     """Where and how often the engine saves; a restarted job resumes from the newest one."""
 
     dir: str | None = Field(
-        None, description="Checkpoint directory or URL; default checkpoints/<job name>."
+        None, description="Checkpoint directory or URL; default checkpoints/<job name>/"
+        "<fingerprint>, so a job changed in what it trains (seed, n, lr, …) gets a run of its "
+        "own. A named directory holding another run's checkpoints is refused."
     )
     every: int = Field(100, ge=1, description="Save every k steps (and at the end).")
-    keep: int = Field(3, ge=1, description="Checkpoints kept (oldest deleted first).")
-    resume: bool = Field(True, description="Resume from the newest checkpoint in dir if any.")
+    keep: int = Field(3, ge=1, description="Checkpoints kept (the oldest saves deleted first).")
+    resume: bool = Field(
+        True, description="Resume from the newest checkpoint in dir (saved by a job with the "
+        "same fingerprint); false trains afresh, in a new MLflow run.")
 
 
 class ResourcesSpec(Section):

@@ -94,6 +94,10 @@ def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, 
         _put_in_place(aside, root / tag)
         _rotate(root, keep, just_saved=tag)
     barrier(env)
+    if not env.is_main and aside.exists():
+        # This rank's folder is its own (Ray Train: worker-local scratch, merged in storage
+        # by Ray): rank 0 renamed only its copy, so rename this one too.
+        _put_in_place(aside, root / tag)
     return CheckpointRef(root, tag, step, saved)
 
 

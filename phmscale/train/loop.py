@@ -78,7 +78,9 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C means now
+        # A second Ctrl-C means now. A second SIGTERM does not: stops arrive twice by design
+        # (TorchX's local_cwd signals the process group, then torchrun passes it on).
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.event.set()
 

@@ -56,12 +56,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def mismatch_message(spec: JobSpec, folder: str | Path, theirs: dict[str, Any]) -> str:
-    rows = differences(spec.identity(), theirs.get("identity", {}))
-    lines = [f"checkpoint folder {folder} belongs to another run (job "
+    rows = differences(spec.identity(shown=True), theirs.get("identity", {}))
+    lines = [f"checkpoint folder {spec.mask(str(folder))} belongs to another run (job "
              f"{theirs.get('job', '?')!r}, fingerprint {theirs.get('fingerprint', '?')}); "
              f"this job's fingerprint is {spec.fingerprint()}. What differs (this job / the "
              "folder's run):"]
     lines += [f"  {field}: {mine!r} / {other!r}" for field, mine, other in rows]
+    if not rows:
+        lines.append("  the value of a secret ${VAR} (shown as ***) in one of the fields")
     lines.append("Leave checkpoint.dir unset (each variant then trains in a folder of its "
                  f"own under checkpoints/{spec.name}/), name another checkpoint.dir, or undo "
                  "the change to resume that run.")
@@ -106,7 +108,8 @@ class RunFolder:
             theirs = check_identity(self.spec, self.folder)
             self.record = theirs or {
                 "job": self.spec.name, "fingerprint": self.spec.fingerprint(),
-                "identity": self.spec.identity(), "created": time.time(), "run_id": None,
+                "identity": self.spec.identity(shown=True), "created": time.time(),
+                "run_id": None,
             }
             if not self.spec.checkpoint.resume:
                 self.record["run_id"] = None  # a fresh start is a new MLflow run

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from phmscale.errors import InvalidInputError
 from phmscale.launch import auth
 from phmscale.launch.backend import backend_for, is_handle
 from phmscale.launch.errors import (
@@ -203,3 +204,38 @@ def test_cluster_errors_are_messages_not_tracebacks():
     assert "no Ray cluster answers" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("list", env=base_env())
     assert result.returncode == 2 and "RAY_ADDRESS" in result.stderr
+
+
+def test_secrets_travel_in_the_environment_never_in_the_job(tmp_path, monkeypatch):
+    """A ${VAR} secret ships as the reference (job.yaml) and its value in env_vars, or
+    nowhere with --no-forward-secrets; MLflow credentials leave the URI for MLflow's own
+    variables; the metadata shows neither."""
+    secret, password = "tok_9Qx7Lw3Rz", "pw_4Hn8Jc2Kd"
+    monkeypatch.setenv("PHM_TOKEN", secret)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{password}@mlflow.example:5000")
+    job = tmp_path / "job.yaml"
+    job.write_text(Path(QUICKSTART).read_text().replace(
+        "  experiment: quickstart", "  experiment: quickstart\n  tags: {auth: 'Bearer ${PHM_TOKEN}'}"))
+    spec = load_job(job)
+    assert spec.public_dump()["tracking"]["tags"] == {"auth": "Bearer ***"}
+    for forward in (True, False):
+        sub = build_submission(spec, code="installed", cwd=tmp_path, forward_secrets=forward)
+        try:
+            shipped = (Path(sub.runtime_env["working_dir"]) / "job.yaml").read_text()
+            env = sub.runtime_env["env_vars"]
+        finally:
+            import shutil
+
+            shutil.rmtree(sub.workdir)
+        assert secret not in shipped and password not in shipped
+        assert "Bearer ${PHM_TOKEN}" in shipped and "http://mlflow.example:5000" in shipped
+        assert secret not in json.dumps(sub.metadata) and password not in json.dumps(sub.metadata)
+        if forward:
+            assert env["PHM_TOKEN"] == secret
+            assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == (
+                "alice", password)
+        else:
+            assert not {"PHM_TOKEN", "MLFLOW_TRACKING_PASSWORD"} & set(env)
+    monkeypatch.delenv("PHM_TOKEN")  # on a cluster without it, the driver says so (exit 2)
+    with pytest.raises(InvalidInputError, match=r"\$\{PHM_TOKEN\} is not set"):
+        load_job(job)

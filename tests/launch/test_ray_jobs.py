@@ -161,24 +161,33 @@ def test_stop_then_resubmit_resumes_with_one_mlflow_run(ray_cluster, job_env, tm
     gauges = wait_until(lambda: gauge_values(ray_cluster, job_id), 30, "the dashboard gauges")
     assert {"phmscale_step", "phmscale_loss", "phmscale_samples_per_s"} <= set(gauges)
     assert gauges["phmscale_step"] >= 1 and gauges["phmscale_samples_per_s"] > 0
+    # the same job again while this one runs: refused, nothing interleaves in its storage
+    twin = run_cli("submit", QUICKSTART, *TINY, "--set", f"name={name}",
+                   "--set", f"checkpoint.dir={ckpt}", *sets, "--address", ray_cluster.url,
+                   env=job_env, timeout=120)
+    assert twin.returncode == 2 and "in use by a live job" in twin.stderr, twin.stderr
+    assert "Traceback" not in twin.stderr
     stopped = run_cli("stop", job_id, "--address", ray_cluster.url, env=job_env)
     assert stopped.returncode == 0, stopped.stderr
     assert f"{job_id}: STOPPED" in stopped.stdout
+    logs = run_cli("logs", job_id, "--address", ray_cluster.url, env=job_env).stdout
+    # The workers checkpointed at the step they were on, not at the last `every` boundary.
+    at = re.search(r"\[phmscale\] stopped at step (\d+)/100", logs)
+    assert at, "\n".join(line for line in logs.splitlines() if "[phmscale]" in line)[-3000:]
+    stop_step = int(at.group(1))
     kept = checkpoints(ckpt, name)
-    assert kept and kept[-1] < 100
+    assert kept and kept[-1] == stop_step < 100
     client, runs = mlflow_runs(job_env, name)
     if len(runs) != 1 or runs[0].info.status != "KILLED":
-        logs = run_cli("logs", job_id, "--address", ray_cluster.url, env=job_env).stdout
         said = [line for line in logs.splitlines() if "[phmscale]" in line][-8:]
         pytest.fail(f"after stop: {[r.info.status for r in runs]}\n" + "\n".join(said))
 
     again = submit(ray_cluster, job_env, *sets, name=name, ckpt=ckpt)
     followed = run_cli("logs", again, "--follow", "--address", ray_cluster.url, env=job_env,
                        timeout=300)
-    resumed_at = int(re.search(r"resuming from step (\d+) of 100", followed.stdout).group(1))
-    # The newest directory may be one whose upload finished but whose commit the stop cut
-    # short; Ray Train resumes from the newest committed one.
-    assert resumed_at in kept
+    resumed = re.search(r"resuming from step (\d+) of 100", followed.stdout)
+    assert resumed, followed.stdout[-4000:]
+    assert int(resumed.group(1)) == stop_step  # committed before the driver exited
     final = status(ray_cluster, job_env, again)
     assert final["status"] == "SUCCEEDED", final["message"]
     client, runs = mlflow_runs(job_env, name)

@@ -53,3 +53,15 @@ def test_bad_override_through_cli():
     result = run_cli("validate", "jobs/quickstart.yaml", "--set", "train.stepz=3")
     assert result.returncode == 2
     assert "did you mean `train.steps`" in result.stderr
+
+
+def test_binary_file_and_bad_override_values(tmp_path):
+    """Not a text file, and a `--set` value holding a recursive alias: exit 2, a message."""
+    binary = tmp_path / "shards.yaml"
+    binary.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # a gzip'd tar, say
+    result = run_cli("validate", str(binary))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "not a text YAML file" in result.stderr and str(binary) in result.stderr
+    result = run_cli("validate", "jobs/quickstart.yaml", "--set", "train.deepspeed=&x {a: *x}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--set train.deepspeed" in result.stderr and "refer to themselves" in result.stderr

@@ -107,7 +107,7 @@ def test_two_ranks_train_checkpoint_and_log_one_mlflow_run(tmp_path):
     job = "jobs/quickstart.yaml"
     spec = load_job(ROOT / job, sets)
     began = time.monotonic()
-    handle = tx.submit(spec, str(ROOT / job), "torchx:local_cwd", [], sets)
+    handle = tx.submit(spec, "torchx:local_cwd", [])
     assert handle.startswith("local_cwd://torchx/quickstart-phm-vit-digits-")
     try:
         info = tx.wait(handle, timeout=270, poll_s=1.0)
@@ -134,3 +134,39 @@ def test_two_ranks_train_checkpoint_and_log_one_mlflow_run(tmp_path):
     losses = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in losses] == [10]  # log_every=10: one window, logged once
     assert "final_val_accuracy" in run.data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_stop_checkpoints_both_ranks_at_the_current_step(tmp_path):
+    """`phmscale stop` on a TorchX handle: SIGTERM reaches every rank (and torchrun, which
+    passes it on again); the ranks agree on a step, save there and exit 130."""
+    from mlflow.tracking import MlflowClient
+
+    from phmscale.spec import load_job
+    from phmscale.train.checkpoint import list_checkpoints
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sets = ["train.steps=100000", "train.schedule.warmup_steps=2", "train.eval_every=100000",
+            "checkpoint.every=40", f"checkpoint.dir={tmp_path}/ckpt", "data.loader_workers=0",
+            "resources.workers=2", "resources.max_failures=-1", f"tracking.uri={uri}",
+            "tracking.experiment=torchx-stop"]
+    handle = tx.submit(load_job(ROOT / "jobs/quickstart.yaml", sets), "torchx:local_cwd", [])
+    try:
+        deadline = time.monotonic() + 240
+        while not list_checkpoints(tmp_path / "ckpt"):  # both ranks are training
+            assert not tx.status(handle)["terminal"], "\n".join(tx.logs(handle))[-4000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.5)
+    finally:
+        tx.stop(handle)
+    log = "\n".join(tx.logs(handle))
+    import re
+
+    found = re.search(r"interrupted at step (\d+)/100000", log)
+    assert found, log[-4000:]
+    stopped = int(found.group(1))
+    assert list_checkpoints(tmp_path / "ckpt")[-1].step == stopped
+    (run,) = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("torchx-stop").experiment_id])
+    assert run.info.status == "KILLED"
