@@ -127,6 +127,9 @@ def run(
     from phmscale.train.job import Launch, run_job
 
     spec = load_job(job, set_)
+    if spec.resources.workers != 1:  # one process here: the run (and its identity) says so
+        resources = spec.resources.model_copy(update={"workers": 1})
+        spec = spec.model_copy(update={"resources": resources})
     check_job_data(spec, str(job), world_size=1)
     if not dry_run:  # refused before the progress bar: another run's folder, or one in use
         from phmscale.train.run_folder import probe

@@ -1,13 +1,14 @@
-"""What every Ray Train worker runs: restore, the engine's loop, report.
+"""What every Ray Train worker runs: restore, `run_job`, report.
 
 Checkpoints go through Ray Train's storage, in the engine's own layout:
-1. On (re)start each worker empties a worker-local scratch directory and, if Ray Train has a
+1. On (re)start each worker empties its scratch directory (per submission and rank, under a
+   0700 per-user folder: `scratch_dir`) and, if Ray Train has a
    checkpoint for this run (`ray.train.get_checkpoint()`: the latest one reported in this run,
    or in an earlier run with the same storage_path and name), downloads it there as
    `<scratch>/checkpoints/step_XXXXXXXX/` — so the engine's `latest_checkpoint` finds it,
    `COMPLETE` marker included.
 2. The engine saves every `checkpoint.every` steps into that scratch directory (each rank its
-   own shards; rank 0 also the model states and the marker).
+   own shards, written aside and renamed; rank 0 also the model states and the marker).
 3. `RayReport.on_checkpoint` runs on every rank at the same step: each rank reports its
    `step_XXXXXXXX/` with `Checkpoint.from_directory`, under the directory name
    `step_XXXXXXXX`; Ray merges all ranks' files into `<checkpoint.dir>/<job name>/step_XXXXXXXX/`
@@ -21,7 +22,11 @@ the end (Ray Train V2 treats report as a barrier). `RankZeroReport` sets the das
 
 The MLflow run survives worker-group restarts two ways: the run id rides in the checkpoint's
 client state (the engine's doing), and, for a restart before the first checkpoint, rank 0 keeps
-it in a small actor the driver owns (`JobState`) which the next rank 0 reads back.
+it in a small actor the driver owns (`JobState`) which the next rank 0 reads back (the driver
+also keeps it in the run folder's run.json, for the next submission).
+
+A stop reaches the workers through `JobState` too (`_StopPoller`): the loop checkpoints at the
+current step, the MLflow run ends KILLED, and `train_fn` returns.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The training loop every launcher calls: local, Ray Train workers, torchrun under TorchX.
+"""The training loop under every launcher (through `train.job.run_job`): local, Ray Train
+workers, torchrun under TorchX.
 
 It reads its rank from the environment, builds the DeepSpeed engine (engine.py) and the
 loader, resumes from the newest complete checkpoint, and reports through hooks. It does not
