@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from phmscale.spec import load_job, load_job_dict
+from phmscale.spec import load_job_dict
 from phmscale.spec.secrets import strip_userinfo
 
 ROOT = Path(__file__).resolve().parents[2]
