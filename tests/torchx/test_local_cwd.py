@@ -136,42 +136,102 @@ def test_two_ranks_train_checkpoint_and_log_one_mlflow_run(tmp_path):
     assert "final_val_accuracy" in run.data.metrics
 
 
+def _wait_for(handle, what, predicate, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert not tx.status(handle)["terminal"], "\n".join(tx.logs(handle))[-4000:]
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.5)
+
+
+def _run_id(ckpt: Path) -> str | None:
+    """Rank 0 records its MLflow run in run.json right before its first step."""
+    path = ckpt / "run.json"
+    return json.loads(path.read_text()).get("run_id") if path.is_file() else None
+
+
+def _sets(tmp_path: Path, every: int) -> list[str]:
+    return ["train.steps=100000", "train.schedule.warmup_steps=2", "train.eval_every=100000",
+            f"checkpoint.every={every}", f"checkpoint.dir={tmp_path}/ckpt",
+            "data.loader_workers=0", "resources.workers=2", "resources.max_failures=-1",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "tracking.experiment=torchx-stop"]
+
+
+def _stopped_run(tmp_path: Path, run_id: str):
+    """The job's only MLflow run, once the stopped ranks have closed it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (only,) = client.search_runs([client.get_experiment_by_name("torchx-stop").experiment_id])
+    assert only.info.run_id == run_id
+    deadline = time.monotonic() + 60  # torchrun's children may still be saving
+    while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return client.get_run(run_id)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_stop_checkpoints_both_ranks_at_the_current_step(tmp_path):
     """`phmscale stop` on a TorchX handle: SIGTERM reaches every rank (and torchrun, which
     passes it on again); the ranks agree on a step, save there and end the MLflow run KILLED.
     No save is scheduled before step 100000, so any checkpoint is the stop's."""
-    from mlflow.tracking import MlflowClient
-
     from phmscale.spec import load_job
     from phmscale.train.checkpoint import list_checkpoints
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     ckpt = tmp_path / "ckpt"
-    sets = ["train.steps=100000", "train.schedule.warmup_steps=2", "train.eval_every=100000",
-            "checkpoint.every=100000", f"checkpoint.dir={ckpt}", "data.loader_workers=0",
-            "resources.workers=2", "resources.max_failures=-1", f"tracking.uri={uri}",
-            "tracking.experiment=torchx-stop"]
-    handle = tx.submit(load_job(ROOT / "jobs/quickstart.yaml", sets), "torchx:local_cwd", [])
+    spec = load_job(ROOT / "jobs/quickstart.yaml", _sets(tmp_path, every=100000))
+    handle = tx.submit(spec, "torchx:local_cwd", [])
     try:
-        deadline = time.monotonic() + 240
-        # rank 0 records its MLflow run in run.json right before the first step
-        while not (ckpt / "run.json").is_file() or not json.loads(
-                (ckpt / "run.json").read_text()).get("run_id"):
-            assert not tx.status(handle)["terminal"], "\n".join(tx.logs(handle))[-4000:]
-            assert time.monotonic() < deadline, "training did not start within 240 s"
-            time.sleep(0.5)
+        _wait_for(handle, "training", lambda: _run_id(ckpt))
         time.sleep(3)  # some steps
     finally:
         tx.stop(handle)
-    client = MlflowClient(uri)
-    run_id = json.loads((ckpt / "run.json").read_text())["run_id"]
-    deadline = time.monotonic() + 60  # torchrun's children may still be saving
-    while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert client.get_run(run_id).info.status == "KILLED"
+    assert _stopped_run(tmp_path, _run_id(ckpt)).info.status == "KILLED"
     (saved,) = list_checkpoints(ckpt)
     assert 0 < saved.step < 100000
     shards = sorted(p.name for p in saved.path.glob("*optim_states.pt"))
     assert len(shards) == 2, shards  # both ranks' ZeRO-1 optimizer shards
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_restart_before_the_first_checkpoint_keeps_one_mlflow_run(tmp_path):
+    """Rank 0 killed before any checkpoint: torchrun restarts the ranks (max_failures: -1 is
+    unlimited, not "no restarts") and the new rank 0 reopens the MLflow run recorded in
+    run.json instead of opening a second one."""
+    import os
+    import signal
+
+    import psutil
+
+    from phmscale.spec import load_job
+    from phmscale.train.checkpoint import list_checkpoints
+
+    ckpt = tmp_path / "ckpt"
+    handle = tx.submit(load_job(ROOT / "jobs/quickstart.yaml", _sets(tmp_path, every=20)),
+                       "torchx:local_cwd", [])
+
+    def rank0() -> psutil.Process | None:  # local_cwd ranks are our descendants
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if ("phmscale.launch.torchx_entry" in " ".join(proc.cmdline())
+                        and "torch.distributed.run" not in proc.cmdline()
+                        and proc.environ().get("RANK") == "0"):
+                    return proc
+            except psutil.Error:
+                continue
+        return None
+
+    try:
+        _wait_for(handle, "training", lambda: _run_id(ckpt))
+        run_id, first = _run_id(ckpt), rank0()
+        assert not list_checkpoints(ckpt)  # before the first one (step 20)
+        os.kill(first.pid, signal.SIGKILL)
+        _wait_for(handle, "a restarted rank 0",
+                  lambda: (p := rank0()) is not None and p.pid != first.pid)
+        _wait_for(handle, "a checkpoint of the restarted group", lambda: list_checkpoints(ckpt))
+    finally:
+        tx.stop(handle)
+    assert _run_id(ckpt) == run_id
+    assert _stopped_run(tmp_path, run_id).info.status == "KILLED"
