@@ -16,6 +16,7 @@ from phmscale.models.flops import (
     train_flops_per_sample,
 )
 from phmscale.models.layers import ALGEBRA_MULTS, Algebra, is_algebra_layer
+from phmscale.models.pretrained import fold_dense, load_pretrained
 from phmscale.models.registry import (
     build_model,
     build_on_meta,
@@ -50,9 +51,11 @@ __all__ = [
     "dense_twin",
     "example_input",
     "flop_terms",
+    "fold_dense",
     "forward_flops",
     "is_algebra_layer",
     "layer_shapes",
+    "load_pretrained",
     "make_attention",
     "measure_forward_flops",
     "memory_per_worker",

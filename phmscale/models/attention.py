@@ -17,6 +17,10 @@ exact: score_h(i, j) = x_i Wqk,h x_jᵀ / √e equals standard attention when Wq
 (tests/models check this). Every variant runs through `F.scaled_dot_product_attention`; the
 collapsed ones pass the raw tokens x as the keys (expanded over heads, no copy) and queries of
 width d, so SDPA computes x Wqk,h xᵀ with the standard 1/√e scale.
+
+Decoding keeps a `LayerKV` per block: in every variant the keys and values of position j depend
+on token j alone (k = x Wk, x or xW; v = x Wv, x Wvo or x), so they are computed once and the
+queries of later positions attend to the stored ones. `KVCache` holds one per block.
 """
 
 from __future__ import annotations
@@ -32,6 +36,59 @@ from phmscale.models.layers import Algebra
 
 Variant = Literal["standard", "collapsed_qk", "collapsed_qk_vo", "symmetric"]
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class LayerKV:
+    """Keys and values of one attention layer for the positions decoded so far.
+
+    Buffers of `capacity` positions are allocated at the first append (no reallocation per
+    token: appending by `torch.cat` would copy the whole cache every step, O(T²) over a
+    sequence). A key or value that is the raw tokens expanded over heads (collapsed variants,
+    stride 0 on the head axis) is stored once, not H times: at H = 4 that is 1/4 of the memory.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.length = capacity, 0
+        self._k: torch.Tensor | None = None  # (B, H or 1, capacity, w_k)
+        self._v: torch.Tensor | None = None  # (B, H or 1, capacity, w_v)
+
+    def _store(self, buf: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+        b, h, t, w = new.shape
+        shared = h > 1 and new.stride(1) == 0  # one tensor viewed H times
+        if shared:
+            new = new[:, :1]  # (B, 1, T, w)
+        if buf is None:
+            buf = new.new_empty(b, new.shape[1], self.capacity, w)
+        buf[:, :, self.length : self.length + t] = new
+        return buf
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, ·) of the next T positions; return those of every position so
+        far, (B, H, length, ·) (views of the buffers)."""
+        b, h, t, _ = k.shape
+        end = self.length + t
+        if end > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} positions; cannot append {t} to "
+                             f"the {self.length} stored")
+        if self._k is not None and self._k.shape[0] != b:
+            raise ValueError(f"KV cache was filled with batch {self._k.shape[0]}, got {b}")
+        self._k, self._v = self._store(self._k, k), self._store(self._v, v)
+        self.length = end
+        return (self._k[:, :, :end].expand(b, h, -1, -1),
+                self._v[:, :, :end].expand(b, h, -1, -1))
+
+
+class KVCache:
+    """One `LayerKV` per transformer block; `length` is the number of positions stored, i.e. the
+    absolute position of the next token. Valid only for the weights that filled it."""
+
+    def __init__(self, depth: int, capacity: int) -> None:
+        self.capacity = capacity
+        self.layers = [LayerKV(capacity) for _ in range(depth)]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
 
 
 class Attention(nn.Module):
@@ -62,13 +119,34 @@ class Attention(nn.Module):
         b, _, t, _ = out.shape
         return self.out(out.transpose(1, 2).reshape(b, t, self.dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) → (B, T, d)
-        q, k, v = self.qkv(x)
+    def forward(self, x: torch.Tensor, cache: LayerKV | None = None) -> torch.Tensor:
+        """(B, T, d) → (B, T, d). With `cache`, x holds the T positions after the cached ones:
+        their keys/values are appended and the queries attend to every stored position."""
+        q, k, v = self.qkv(x)  # (B, H, T, ·)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)  # (B, H, past + T, ·)
+        mask, is_causal = self._mask(x.shape[1], past, x.device)
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal, scale=self.scale,
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal, scale=self.scale,
         )  # (B, H, T, e_v)
         return self.merge(out)
+
+    def _mask(self, t: int, past: int, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+        """(attn_mask, is_causal) for T queries at positions past … past+T-1.
+
+        No cache (past = 0) is the training call, unchanged: SDPA's own causal mask. One new
+        query may see every stored position, so it needs no mask. Several queries after a
+        non-empty cache need the mask shifted by `past` (SDPA's is_causal aligns it top-left).
+        """
+        if not self.causal or (t == 1 and past > 0):
+            return None, False
+        if past == 0:
+            return None, True
+        allowed = torch.ones(t, past + t, dtype=torch.bool, device=device).tril(past)  # (T, P+T)
+        return allowed, False
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-softmax scores (B, H, T, T), before the causal mask."""

@@ -6,6 +6,8 @@ Two tasks share the blocks:
   length-p patches (MNIST-1D: [1, 40] with p = 4 is 10 tokens); pooled by a class token or the
   token mean, then a linear head → (B, num_classes).
 - causal_lm: bytes (B, T) → (B, T, vocab), tied input/output embeddings, causal attention.
+  `decode(tokens, cache)` runs the same network on the positions after those in a `KVCache`
+  (phmscale.models.generate drives it); `forward(x)` is the training call, without a cache.
 
 What stays real: token/position embeddings and the class token (lookups, not products),
 LayerNorm over all d features (not per algebra component), and by default the patch embedding
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from phmscale.models.attention import make_attention
+from phmscale.models.attention import KVCache, LayerKV, make_attention
 from phmscale.models.layers import REAL, Algebra, pad_features
 from phmscale.spec import ModelSpec
 
@@ -57,8 +59,8 @@ class Block(nn.Module):
         self.mlp = MLP(d, hidden, alg, spec.dropout) if hidden else None
         self.drop = nn.Dropout(spec.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d)
-        x = x + self.drop(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, cache: LayerKV | None = None) -> torch.Tensor:  # (B, T, d)
+        x = x + self.drop(self.attn(self.norm1(x), cache))
         if self.mlp is not None:
             x = x + self.drop(self.mlp(self.norm2(x)))
         return x
@@ -94,7 +96,7 @@ class PHMTransformer(nn.Module):
         causal = spec.task == "causal_lm"
         if causal:
             self.embed = nn.Embedding(spec.vocab_size, d)  # tied with the output layer
-            tokens = spec.seq_len
+            self.seq_len = tokens = spec.seq_len  # positions with an embedding
         else:
             n_patches, patch_dim = patch_grid(spec)
             stem = REAL if spec.real_stem else alg
@@ -125,16 +127,41 @@ class PHMTransformer(nn.Module):
             return self._forward_lm(x)
         return self._forward_classify(x)
 
-    def features(self, h: torch.Tensor) -> torch.Tensor:
-        """Blocks and the final norm: (B, T, d) → (B, T, d)."""
-        h = self.drop(h + self.pos_embed[:, : h.shape[1]])
-        for block in self.blocks:
-            h = block(h)
+    def features(self, h: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Blocks and the final norm: (B, T, d) → (B, T, d). With a cache, h holds positions
+        cache.length … cache.length + T - 1 and each block appends its keys/values."""
+        start = 0 if cache is None else cache.length
+        h = self.drop(h + self.pos_embed[:, start : start + h.shape[1]])
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if cache is None else cache.layers[i])
         return self.norm(h)
 
-    def _forward_lm(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) int64 → (B, T, V)
-        h = self.features(self.embed(x))  # (B, T, d)
-        return F.linear(h, self.embed.weight)  # tied: logits = h Eᵀ
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for `decode`, room for seq_len positions (causal_lm only)."""
+        self._check_lm()
+        return KVCache(len(self.blocks), self.seq_len)
+
+    def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, T, V) of tokens (B, T) int64 at positions cache.length onward.
+
+        The first call (empty cache) is the causal prefill of a prompt and equals forward(x);
+        later calls usually feed one token. Positions past seq_len have no embedding, so a call
+        that would reach them is refused (ValueError) rather than slid over the window.
+        """
+        self._check_lm()
+        return self._forward_lm(tokens, cache)
+
+    def _check_lm(self) -> None:
+        if self.task != "causal_lm":
+            raise ValueError(f"decoding needs task causal_lm, this model is {self.task}")
+
+    def _forward_lm(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        start, t = (0 if cache is None else cache.length), x.shape[1]
+        if start + t > self.seq_len:
+            raise ValueError(f"positions {start}..{start + t - 1} exceed the model's context of "
+                             f"seq_len={self.seq_len} tokens")
+        h = self.features(self.embed(x), cache)  # (B, T, d)
+        return F.linear(h, self.embed.weight)  # tied: logits = h Eᵀ  (B, T, V)
 
     def _forward_classify(self, x: torch.Tensor) -> torch.Tensor:  # (B, *input) → (B, classes)
         patches = pad_features(patchify(x, self.patch_size), self.patch_dim, dim=-1)  # (B, N, P)

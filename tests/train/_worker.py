@@ -26,6 +26,7 @@ def main() -> None:
           val_source=rank_source(batches[:2], rank, world), use_gpu=False)
     if rank == 0:
         (out / "losses.json").write_text(json.dumps(rec.losses))
+        (out / "evals.json").write_text(json.dumps(rec.evals))
 
 
 if __name__ == "__main__":

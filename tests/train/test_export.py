@@ -1,0 +1,91 @@
+"""Exports: a checkpoint of any ZeRO stage from a 2-worker run becomes model.safetensors that
+`load_pretrained` turns back into the trained model (its validation loss is the run's), the
+folded export computes the same function with the dense twin's parameter count, and the CLI's
+`export`/`eval` reproduce a `phmscale run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from phmscale.models import load_pretrained
+from phmscale.train.evaluate import loss_fn
+from phmscale.train.export import export
+from tests.conftest import ROOT, free_port, run_cli
+from tests.train._tiny import global_batches, tiny_spec
+
+pytestmark = pytest.mark.slow
+
+
+def _two_worker_run(out, zero: int) -> None:
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.train._worker", str(out), str(zero), "16"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
+
+
+@pytest.mark.parametrize("zero", [1, 2, 3])
+def test_export_of_a_two_worker_run_is_the_trained_model(tmp_path, zero):
+    _two_worker_run(tmp_path, zero)
+    # the worker's job (tests.train._worker): the same fields find the same checkpoint
+    spec = tiny_spec(tmp_path, **{"train.zero_stage": zero, "data.batch_size": 8,
+                                  "resources.workers": 2, "train.steps": 12,
+                                  "checkpoint.every": 12})
+    result = export(spec, tmp_path / "export")
+    assert result.step == 12 and not result.folded
+    model = load_pretrained(tmp_path / "export")
+    val = global_batches(12, 16)[:2]  # the run's val batches, split over its two ranks
+    with torch.no_grad():
+        loss = sum(loss_fn(model(x), y).item() * len(y) for x, y in val) / sum(len(y) for _, y in val)
+    recorded = json.loads((tmp_path / "evals.json").read_text())["12"]["val_loss"]
+    assert loss == pytest.approx(recorded, abs=1e-5)
+
+    if zero == 1:  # once: the fold is independent of the ZeRO stage
+        folded = export(spec, tmp_path / "folded", fold=True)
+        dense = load_pretrained(tmp_path / "folded")
+        assert folded.params == folded.twin_params == sum(p.numel() for p in dense.parameters())
+        assert not any("phmscale.nn" in type(m).__module__ for m in dense.modules())
+        x = val[0][0]
+        with torch.no_grad():
+            torch.testing.assert_close(dense(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_cli_export_and_eval_reproduce_a_run(tmp_path):
+    sets = ["--set", "train.steps=20", "--set", "checkpoint.every=10",
+            "--set", "train.schedule.warmup_steps=2",
+            "--set", "train.eval_every=10"]
+    job = str(ROOT / "jobs/quickstart.yaml")
+    trained = run_cli("run", job, *sets, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    evaluated = run_cli("eval", job, *sets, "--json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    figures = json.loads(evaluated.stdout)  # stdout is the JSON alone
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert figures["step"] == 20
+    assert figures["val_loss"] == pytest.approx(run.data.metrics["val_loss"], abs=1e-3)
+    assert figures["val_accuracy"] == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-3)
+
+    out = tmp_path / "export"
+    exported = run_cli("export", job, *sets, "--out", str(out), "--json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["run_id"] == run.info.run_id and manifest["step"] == 20
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    missing = run_cli("export", job, "--set", "train.seed=7", *sets, "--out", str(out),
+                      cwd=tmp_path)  # another run: nothing trained yet
+    assert missing.returncode == 2 and "no complete checkpoint" in missing.stderr
+    assert "Traceback" not in missing.stderr
