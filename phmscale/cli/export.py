@@ -67,6 +67,41 @@ def eval_(
                   + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
 
 
+def generate_(
+    folder: Path = typer.Argument(..., help="An export folder (`phmscale export`)."),
+    prompt: str = typer.Option(..., "--prompt", help="Text to continue."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0,
+                                      help="0: greedy, deterministic."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler (temperature > 0)."),
+) -> None:
+    """Continue a prompt with an exported byte-level causal LM (KV cache; PHM layers take
+    their few-row decode path)."""
+    import torch
+
+    from phmscale.errors import InvalidInputError
+    from phmscale.models import decode_bytes, encode_bytes, generate, load_pretrained
+    from phmscale.models.pretrained import read_manifest
+
+    try:
+        manifest = read_manifest(folder)
+    except FileNotFoundError as error:
+        raise InvalidInputError(str(error)) from None
+    if manifest.get("task") != "causal_lm":
+        raise InvalidInputError(f"{folder} holds a {manifest.get('task')} model: generate "
+                                "needs a causal_lm export")
+    model = load_pretrained(folder)
+    prompt_ids = encode_bytes(prompt)
+    try:
+        out = generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                       generator=torch.Generator().manual_seed(seed))
+    except ValueError as error:  # past the model's context (seq_len), a bad argument
+        raise InvalidInputError(str(error)) from None
+    typer.echo(decode_bytes(out[0]))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(export)
     app.command(name="eval")(eval_)
+    app.command(name="generate")(generate_)

@@ -37,6 +37,7 @@ import sys
 import threading
 from typing import Any
 
+from phmscale.launch.ray_worker import run_dir
 from phmscale.spec import JobSpec, load_job
 
 
@@ -151,9 +152,9 @@ class DriverWatch(threading.Thread):
 
 
 def _public(uri: str) -> str:
-    from phmscale.launch.package import public_uri
+    from phmscale.spec.secrets import mask_values  # the job's secrets, then any userinfo
 
-    return public_uri(uri)
+    return mask_values(uri)
 
 
 CLAIM_WAIT_S = 20.0  # an earlier driver's JobState outlives it by a moment
@@ -185,6 +186,46 @@ def _claim(spec: JobSpec, initial_run_id: str | None) -> Any:
             time.sleep(0.5)
 
 
+def _latest_marker(storage: str, name: str) -> dict[str, Any] | None:
+    """The newest checkpoint marker in Ray Train's run folder `<storage>/<name>`, read through
+    pyarrow's filesystems (local paths and object stores alike, as Ray Train reads them)."""
+    import json
+    import re
+
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(storage)
+    selector = pafs.FileSelector(f"{root.rstrip('/')}/{name}", allow_not_found=True)
+    markers = []
+    for info in fs.get_file_info(selector):
+        if info.type == pafs.FileType.Directory and re.fullmatch(r"step_\d{8}", info.base_name):
+            try:
+                with fs.open_input_stream(f"{info.path}/COMPLETE") as stream:
+                    markers.append(json.loads(stream.read()))
+            except (OSError, ValueError):
+                continue  # not a whole checkpoint
+    return max(markers, key=lambda m: m.get("time", 0), default=None)
+
+
+def check_storage(spec: JobSpec) -> None:
+    """Refuse, before any worker starts, what the run's storage says cannot go on: a
+    checkpoint of another run (object storage has no run.json: the markers say whose), or a
+    fresh start (`checkpoint.resume=false`) over a run Ray Train would continue."""
+    from phmscale.errors import InvalidInputError
+    from phmscale.train.run_folder import mismatch_message
+
+    marker = _latest_marker(spec.checkpoint_dir, spec.name)
+    if marker is None:
+        return
+    if not spec.checkpoint.resume:
+        raise InvalidInputError(
+            f"checkpoint.resume=false, but {spec.mask(run_dir(spec))} holds a run's "
+            "checkpoints, which Ray Train would continue and rotate: remove that folder or "
+            "name another checkpoint.dir")
+    if marker.get("fingerprint") not in (None, spec.fingerprint()):
+        raise InvalidInputError(mismatch_message(spec, run_dir(spec), marker))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phmscale.launch.ray_entry")
     parser.add_argument("job", help="the resolved job YAML")
@@ -196,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             spec = load_job(args.job)
+            check_storage(spec)
             folder = None
             if "://" not in spec.checkpoint_dir:  # object storage: the named actor alone
                 from phmscale.train.run_folder import RunFolder
@@ -203,14 +245,14 @@ def main(argv: list[str] | None = None) -> int:
                 folder = stack.enter_context(RunFolder(spec, spec.checkpoint_dir))
             return _drive(spec, args, folder)
     except PhmscaleError as error:  # a refused folder, a secret the cluster lacks
-        print(f"[phmscale] error: {error}", flush=True)
+        from phmscale.spec.secrets import mask_values
+
+        print(f"[phmscale] error: {mask_values(str(error))}", flush=True)
         return error.exit_code
 
 
 def _drive(spec: JobSpec, args: argparse.Namespace, folder: Any) -> int:
     import ray
-
-    from phmscale.launch.ray_worker import run_dir
 
     ray.init(logging_level=logging.WARNING)
     state = _claim(spec, folder.run_id if folder is not None else None)
@@ -234,7 +276,9 @@ def _drive(spec: JobSpec, args: argparse.Namespace, folder: Any) -> int:
         watch.done.set()
         watch.run_id = watch.run_id or ray.get(state.get.remote())
         watch.close_run("FAILED")  # a rank 0 that died cannot have closed it
-        print(f"[phmscale] training failed: {spec.mask(str(error))}", flush=True)
+        from phmscale.spec.secrets import mask_values
+
+        print(f"[phmscale] training failed: {mask_values(spec.mask(str(error)))}", flush=True)
         return 1
     watch.done.set()
     # Result.metrics are those of the last report; fit() returning at all means every

@@ -271,7 +271,9 @@ class _StopPoller(threading.Thread):
                 if ray.get(self.store.stop_requested.remote(), timeout=5):
                     self.event.set()
                     return
-            except Exception:  # noqa: BLE001 - the driver is gone: Ray ends us anyway
+            except ray.exceptions.GetTimeoutError:
+                continue  # a busy head: ask again; a missed stop would cost the grace period
+            except Exception:  # noqa: BLE001 - the driver (and its actor) is gone: Ray ends us
                 return
 
 
@@ -289,8 +291,9 @@ def train_fn(config: dict[str, Any]) -> None:
     shutil.rmtree(scratch, ignore_errors=True)  # never mix in files of an earlier attempt
     local_ckpt = scratch / "checkpoints"
     local_ckpt.mkdir(parents=True)
-    if spec.checkpoint.resume:
-        restore(ray.train.get_checkpoint(), local_ckpt)
+    # Always: the driver refuses a fresh start (resume=false) over a run folder holding
+    # checkpoints, so any checkpoint here is this submission's (a worker-group restart).
+    restore(ray.train.get_checkpoint(), local_ckpt)
 
     tags = {"phmscale.spec_hash": config["spec_hash"], job_tag(submission_id): "1",
             "phmscale.ray_job_id": submission_id,
@@ -304,11 +307,11 @@ def train_fn(config: dict[str, Any]) -> None:
         poller.start()
     launch = Launch(
         "ray", hooks=[RayReport(store)], tags=tags,
-        late_hooks=[RankZeroReport(store, run_dir(spec), submission_id,
+        late_hooks=[RankZeroReport(store, spec.mask(run_dir(spec)), submission_id,
                                    gauges=config.get("gauges", True))],
         # The engine saves to and resumes from worker-local scratch; Ray Train moves the
         # files to storage, whose run folder the driver has claimed.
-        checkpoint_dir=str(local_ckpt), own_folder=False, stop=stop)
+        checkpoint_dir=str(local_ckpt), own_folder=False, stop=stop, resume=True)
     try:
         run_job(spec, launch)
     finally:

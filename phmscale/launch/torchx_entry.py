@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args.spec)
     except PhmscaleError as error:
+        from phmscale.spec.secrets import mask_values
+
         rank = os.environ.get("RANK", "0")
-        print(f"error (rank {rank}): {error}", file=sys.stderr, flush=True)
+        print(f"error (rank {rank}): {mask_values(str(error))}", file=sys.stderr, flush=True)
         return error.exit_code
 
 

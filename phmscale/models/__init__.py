@@ -3,7 +3,7 @@ PHC ResNets, the registry that builds them from a `ModelSpec`, their dense twins
 and the summary `phmscale model summary` prints. Imports torch, phmscale.nn and phmscale.spec
 only."""
 
-from phmscale.models.attention import VARIANTS, Attention, make_attention
+from phmscale.models.attention import VARIANTS, Attention, KVCache, make_attention
 from phmscale.models.flops import (
     TRAIN_FLOPS_MULTIPLIER,
     FlopTerm,
@@ -15,6 +15,7 @@ from phmscale.models.flops import (
     measure_forward_flops,
     train_flops_per_sample,
 )
+from phmscale.models.generate import decode_bytes, encode_bytes, generate, next_token
 from phmscale.models.layers import ALGEBRA_MULTS, Algebra, is_algebra_layer
 from phmscale.models.pretrained import fold_dense, load_pretrained
 from phmscale.models.registry import (
@@ -37,6 +38,7 @@ __all__ = [
     "AlgebraResNet",
     "Attention",
     "FlopTerm",
+    "KVCache",
     "MeasuredFlops",
     "MemoryEstimate",
     "ModelSummary",
@@ -48,17 +50,21 @@ __all__ = [
     "build",
     "build_model",
     "build_on_meta",
+    "decode_bytes",
     "dense_twin",
+    "encode_bytes",
     "example_input",
     "flop_terms",
     "fold_dense",
     "forward_flops",
+    "generate",
     "is_algebra_layer",
     "layer_shapes",
     "load_pretrained",
     "make_attention",
     "measure_forward_flops",
     "memory_per_worker",
+    "next_token",
     "resnet_params",
     "resolve_spec",
     "summarize",

@@ -73,8 +73,15 @@ def latest_checkpoint(directory: str | Path) -> CheckpointRef | None:
     return refs[-1] if refs else None
 
 
+def owner(ref: CheckpointRef) -> dict[str, Any]:
+    """Which run saved it: {job, fingerprint, identity} from its marker ({} before phmscale
+    recorded it)."""
+    marker = json.loads((ref.path / MARKER).read_text())
+    return {k: marker[k] for k in ("job", "fingerprint", "identity") if k in marker}
+
+
 def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, Any],
-         env: DistEnv, keep: int) -> CheckpointRef:
+         env: DistEnv, keep: int, owner: dict[str, Any] | None = None) -> CheckpointRef:
     """Save on every rank (DeepSpeed requires it) aside, mark complete, rename into place,
     rotate. Collective."""
     root = Path(directory)
@@ -89,7 +96,9 @@ def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, 
     barrier(env)  # every rank's shards are on disk before the marker says so
     saved = time.time()
     if env.is_main:
-        marker = {"step": step, "time": saved, "world_size": env.world_size}
+        # The marker also names the run (its fingerprint and identity fields, secrets as ***):
+        # a checkpoint copied or uploaded elsewhere (Ray Train storage) still says whose it is.
+        marker = {"step": step, "time": saved, "world_size": env.world_size, **(owner or {})}
         (aside / MARKER).write_text(json.dumps(marker))
         _put_in_place(aside, root / tag)
         _rotate(root, keep, just_saved=tag)

@@ -51,9 +51,16 @@ def find_checkpoint(spec: JobSpec, given: str | None = None) -> CheckpointRef:
     refs = [ref for folder in folders for ref in list_checkpoints(folder)]
     if not refs:
         where = " or ".join(str(f) for f in folders)
+        hint = ""
+        if given is None and spec.resources.workers != 1 and spec.checkpoint.dir is None:
+            local = spec.model_copy(update={"resources": spec.resources.model_copy(
+                update={"workers": 1})})
+            if list_checkpoints(local.checkpoint_dir):
+                hint = (" (`phmscale run` trained this job in one process: add --set "
+                        "resources.workers=1 to name that run)")
         raise InvalidInputError(
-            f"no complete checkpoint in {spec.mask(where)}: train the job first (the same "
-            "--set values find the same run), or pass --checkpoint DIR")
+            f"no complete checkpoint in {spec.mask(where)}{hint}: train the job first (the "
+            "same --set values find the same run), or pass --checkpoint DIR")
     return max(refs, key=lambda r: (r.saved, r.step))
 
 

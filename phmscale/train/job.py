@@ -38,6 +38,7 @@ class Launch:
     checkpoint_dir: str | None = None  # this rank's engine folder (Ray: worker scratch)
     own_folder: bool = True  # lock and claim spec.checkpoint_dir here (Ray's driver does it)
     stop: threading.Event | None = None
+    resume: bool | None = None  # None: checkpoint.resume decides
     tracking: bool = True
     max_steps: int | None = None
     dry_run: bool = False
@@ -61,6 +62,13 @@ def run_job(spec: JobSpec, launch: Launch) -> TrainResult:
     """Train `spec` on this rank as `launch` says; see the module docstring."""
     rank = int(os.environ.get("RANK", "0"))
     claim = launch.own_folder and not launch.dry_run
+    if claim and "://" in spec.checkpoint_dir:
+        from phmscale.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"checkpoint.dir={spec.mask(spec.checkpoint_dir)}: this launcher writes checkpoints "
+            "to a local (or mounted shared) path; object-store URLs go through `phmscale "
+            "submit --address …` (Ray Train storage)")
     hooks: list[Hooks] = list(launch.hooks)
     if launch.tracking and not launch.dry_run:  # an unreachable server fails before anything
         from phmscale.tracking import tracking_hooks  # is written
@@ -84,5 +92,5 @@ def run_job(spec: JobSpec, launch: Launch) -> TrainResult:
         return train(spec, hooks=HookList(hooks), max_steps=launch.max_steps,
                      dry_run=launch.dry_run, peak_flops=launch.peak_flops,
                      use_gpu=use_gpu(spec, launch.launcher),
-                     checkpoint_dir=launch.checkpoint_dir, stop=stop,
+                     checkpoint_dir=launch.checkpoint_dir, stop=stop, resume=launch.resume,
                      run_id=folder.run_id if folder is not None else None)

@@ -101,6 +101,7 @@ class _Run:
     def __init__(self, spec: JobSpec, parts: EngineParts, hooks: Hooks, checkpoint_dir: str,
                  dry_run: bool, result: TrainResult, stop: threading.Event | None = None):
         self.spec, self.parts, self.hooks, self.stop = spec, parts, hooks, stop
+        self.resume_from = spec.checkpoint.resume  # what checkpoint_dir holds is ours to resume
         self.env, self.engine = parts.env, parts.engine
         self.checkpoint_dir, self.dry_run, self.result = checkpoint_dir, dry_run, result
         self.accum = spec.train.grad_accum
@@ -109,11 +110,16 @@ class _Run:
 
     def resume(self) -> tuple[int, str | None, bool]:
         """(start step, tracking run id from the checkpoint, resumed?)."""
-        if self.dry_run or not self.spec.checkpoint.resume:
+        if self.dry_run or not self.resume_from:
             return 0, None, False
         latest = ckpt.latest_checkpoint(self.checkpoint_dir)
         if latest is None:
             return 0, None, False
+        owner = ckpt.owner(latest)  # the last line of defence: the run folder checked first
+        if owner.get("fingerprint") not in (None, self.spec.fingerprint()):
+            from phmscale.train.run_folder import mismatch_message
+
+            raise InvalidInputError(mismatch_message(self.spec, latest.path, owner))
         client = ckpt.load(self.engine, latest)
         self.pruner.refresh()  # the checkpoint's masks
         return int(client["step"]), client.get("run_id"), True
@@ -171,8 +177,10 @@ class _Run:
         client_state = {"step": at, "data_position": at * self.accum,
                         "run_id": self.result.run_id, "seed": self.spec.train.seed,
                         "world_size": self.env.world_size}
+        owner = {"job": self.spec.name, "fingerprint": self.spec.fingerprint(),
+                 "identity": self.spec.identity(shown=True)}
         ref = ckpt.save(self.engine, self.checkpoint_dir, at, client_state, self.env,
-                        self.spec.checkpoint.keep)
+                        self.spec.checkpoint.keep, owner)
         self.result.checkpoint = str(ref.path)
         self.hooks.on_checkpoint(at, str(ref.path))
 
@@ -235,19 +243,21 @@ def train(
     checkpoint_dir: str | None = None,
     stop: threading.Event | None = None,
     run_id: str | None = None,
+    resume: bool | None = None,
 ) -> TrainResult:
     """Train `spec` on this rank: the engine's part of a job (`phmscale.train.job.run_job`
     adds the launcher's: the run folder, tracking, device choice). `max_steps` stops early
     (dry runs, tests); sources default to the WebDataset loader for this rank; checkpoints go
     to `checkpoint_dir`, by default the spec's (`spec.checkpoint_dir`); `stop`, once set,
     checkpoints and stops at the next step; `run_id` is the tracking run to reopen when the
-    checkpoint names none (a job restarted before its first checkpoint)."""
+    checkpoint names none (a job restarted before its first checkpoint); `resume` overrides
+    checkpoint.resume (Ray: its scratch folder only ever holds this submission's saves)."""
     if use_gpu is None:  # as a cluster rank would (run_job passes the launcher's choice)
         use_gpu = choose_gpu(spec, "worker")
     checkpoint_dir = checkpoint_dir or spec.checkpoint_dir
     if "://" in checkpoint_dir and not dry_run:
         raise InvalidInputError(
-            f"checkpoint.dir={checkpoint_dir}: the engine writes local (or mounted shared) "
+            f"checkpoint.dir={spec.mask(checkpoint_dir)}: the engine writes local (or mounted shared) "
             "paths; object-store URLs go through `phmscale submit` (Ray Train storage)"
         )
     from phmscale.models.flops import train_flops_per_sample
@@ -259,6 +269,8 @@ def train(
                          peak=resolve_peak(env.device, spec.train.precision, peak_flops),
                          train_flops_per_sample=float(train_flops_per_sample(spec.model)))
     run = _Run(spec, parts, hooks, checkpoint_dir, dry_run, result, stop)
+    if resume is not None:
+        run.resume_from = resume
     result.start_step, saved_run_id, resumed = run.resume()
     run_id = saved_run_id or (run_id if spec.checkpoint.resume and not dry_run else None)
     result.step = result.start_step

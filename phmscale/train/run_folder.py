@@ -50,7 +50,9 @@ def read_run(folder: str | Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import threading  # two threads of one process may write (Ray's driver: main and watch)
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)  # readers see the old file or the new one, never half of one
 
@@ -90,6 +92,21 @@ def _in_use(folder: str | Path, holder: str) -> str:
     return (f"checkpoint folder {folder} is in use by a live job ({holder}); two jobs in one "
             "folder would overwrite and rotate each other's checkpoints. Wait for it to end "
             "or stop it, or give this job another name or checkpoint.dir.")
+
+
+_FORKED_CLOSE: set[int] = set()  # lock descriptors a forked child closes at once
+
+
+def _close_in_child() -> None:
+    for fd in list(_FORKED_CLOSE):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _FORKED_CLOSE.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class RunFolder:
@@ -141,9 +158,14 @@ class RunFolder:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self._fd = fd
+        # A flock lives as long as any copy of its descriptor: forked children (DataLoader
+        # workers) would keep it for seconds after this process is killed. Not theirs to keep.
+        os.set_inheritable(fd, False)
+        _FORKED_CLOSE.add(fd)
 
     def _unlock(self) -> None:
         if self._fd is not None:
+            _FORKED_CLOSE.discard(self._fd)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
@@ -160,7 +182,7 @@ def probe(spec: JobSpec, folder: str | Path) -> None:
     path = Path(folder) / LOCK_FILE
     if not path.is_file():
         return
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDONLY)  # flock needs no write access: another user's file works
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
