@@ -24,7 +24,7 @@ from typing import Any
 from phmscale.spec import JobSpec
 from phmscale.train.dist import use_gpu
 from phmscale.train.hooks import HookList, Hooks, RunInfo
-from phmscale.train.loop import StopFlag, TrainResult, train
+from phmscale.train.loop import TrainResult, train
 
 
 @dataclass
@@ -75,9 +75,6 @@ def run_job(spec: JobSpec, launch: Launch) -> TrainResult:
 
         hooks += tracking_hooks(spec, launch.launcher, launch.tags)
     with contextlib.ExitStack() as stack:
-        # From here, not only from the first step: a stop during set-up (DeepSpeed, the
-        # loader: seconds) still ends the run cleanly, at step 0, rather than by the signal.
-        stop = stack.enter_context(StopFlag(launch.stop)).event
         folder = None
         if claim and rank == 0:
             from phmscale.train.run_folder import RunFolder
@@ -92,5 +89,6 @@ def run_job(spec: JobSpec, launch: Launch) -> TrainResult:
         return train(spec, hooks=HookList(hooks), max_steps=launch.max_steps,
                      dry_run=launch.dry_run, peak_flops=launch.peak_flops,
                      use_gpu=use_gpu(spec, launch.launcher),
-                     checkpoint_dir=launch.checkpoint_dir, stop=stop, resume=launch.resume,
+                     checkpoint_dir=launch.checkpoint_dir, stop=launch.stop,
+                     resume=launch.resume,
                      run_id=folder.run_id if folder is not None else None)
