@@ -36,13 +36,6 @@ def _is_url(value: str) -> bool:
     return "://" in value
 
 
-def absolute_path(value: str, cwd: Path) -> str:
-    """A local path made absolute against `cwd`; URLs, pipe: and builtin: stay as they are."""
-    if _is_url(value) or value.startswith(("pipe:", "builtin:")) or value.startswith("/"):
-        return value
-    return str(cwd / value)
-
-
 def absolute_tracking_uri(uri: str, cwd: Path) -> str:
     """sqlite:///rel.db → sqlite:////<cwd>/rel.db; a bare path → absolute; servers unchanged."""
     if uri.startswith("sqlite:///"):
@@ -63,12 +56,6 @@ def public_uri(uri: str) -> str:
     return split_credentials(uri)[0]
 
 
-def _absolute_field(value: str, resolved: str, cwd: Path) -> str:
-    """`absolute_path` for a field whose text may hold `${VAR}`: decided on the resolved
-    value, applied to the text, so a reference survives and stays relative to nothing."""
-    return value if absolute_path(resolved, cwd) == resolved else str(cwd / value)
-
-
 def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None
                         ) -> tuple[JobSpec, dict[str, str]]:
     """(the spec with every submit-side choice fixed, the environment its workers need).
@@ -77,6 +64,7 @@ def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None
     environment carries its value (with MLflow credentials split off the tracking URI, as
     MLFLOW_TRACKING_USERNAME/PASSWORD, the way MLflow's client reads them)."""
     from phmscale.spec import load_job_dict
+    from phmscale.spec.identity import absolute_text
     from phmscale.tracking.uri import (
         PASSWORD_ENV,
         TOKEN_ENV,
@@ -92,11 +80,11 @@ def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None
     text = data["tracking"]["uri"] or uri  # the job's text, ${VAR} kept, when it has one
     creds = split_credentials(uri)[1]
     data["tracking"]["uri"] = absolute_tracking_uri(split_credentials(text)[0], cwd)
-    data["checkpoint"]["dir"] = _absolute_field(
+    data["checkpoint"]["dir"] = absolute_text(
         data["checkpoint"]["dir"] or spec.checkpoint_dir, spec.checkpoint_dir, cwd)
     for key in ("train", "val", "cache_dir"):
         if data["data"].get(key):
-            data["data"][key] = _absolute_field(data["data"][key], real["data"][key], cwd)
+            data["data"][key] = absolute_text(data["data"][key], real["data"][key], cwd)
     resolved = load_job_dict(data, source="<resolved job>")
     env = resolved.secret_env
     env.update({k: os.environ[k] for k in (USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV)

@@ -190,17 +190,18 @@ def _latest_marker(storage: str, name: str) -> dict[str, Any] | None:
     """The newest checkpoint marker in Ray Train's run folder `<storage>/<name>`, read through
     pyarrow's filesystems (local paths and object stores alike, as Ray Train reads them)."""
     import json
-    import re
 
     import pyarrow.fs as pafs
+
+    from phmscale.train.checkpoint import MARKER, is_tag
 
     fs, root = pafs.FileSystem.from_uri(storage)
     selector = pafs.FileSelector(f"{root.rstrip('/')}/{name}", allow_not_found=True)
     markers = []
     for info in fs.get_file_info(selector):
-        if info.type == pafs.FileType.Directory and re.fullmatch(r"step_\d{8}", info.base_name):
+        if info.type == pafs.FileType.Directory and is_tag(info.base_name):
             try:
-                with fs.open_input_stream(f"{info.path}/COMPLETE") as stream:
+                with fs.open_input_stream(f"{info.path}/{MARKER}") as stream:
                     markers.append(json.loads(stream.read()))
             except (OSError, ValueError):
                 continue  # not a whole checkpoint

@@ -13,7 +13,7 @@ and the job's name (the default checkpoint folder already carries it).
 Values are the resolved ones, secrets included: a `${SEED}` or `${SHARDS}` that changes must
 change the run (a rotated token inside `data.train` does too: keep credentials in the
 reader's own environment, e.g. AWS_* for s3://, not in the URL). The fingerprint is a hash;
-what is stored and shown (`shown_identity`) has every secret as ***.
+what is stored and shown (`JobSpec.identity(shown=True)`) has every secret as ***.
 """
 
 from __future__ import annotations
@@ -21,10 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from phmscale.spec.job import JobSpec
+from typing import Any
 
 # Sections taken whole, and single fields, of the job.
 _WHOLE = ("model", "train.optimizer", "train.schedule", "train.prune", "train.deepspeed")
@@ -56,9 +53,14 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def is_local_relative(value: str) -> bool:
-    """A local path relative to where the job was started (what `submit` makes absolute)."""
-    return not ("://" in value or value.startswith(("pipe:", "builtin:", "/")))
+def absolute_text(text: str, resolved: str, cwd: Path) -> str:
+    """A relative local path made absolute against `cwd` — decided on the field's resolved
+    value, applied to its text (which may hold `${VAR}`). URLs, pipe:, builtin: and absolute
+    paths stay. `submit` resolves a job's paths with it and the identity below names data
+    with it, so a job has one fingerprint here and on the cluster."""
+    if "://" in resolved or resolved.startswith(("pipe:", "builtin:", "/")):
+        return text
+    return str(cwd / text)
 
 
 def _fields(tree: dict[str, Any], train_data: str) -> dict[str, Any]:
@@ -74,24 +76,12 @@ def _fields(tree: dict[str, Any], train_data: str) -> dict[str, Any]:
     return dict(sorted(out.items()))
 
 
-def _data_location(text: str, resolved: str) -> str:
-    """A relative shard path names files relative to where the job was started: made
-    absolute (decided on the resolved value, applied to `text`, as `submit` does), so the
-    same files give the same identity here and on a cluster, which receives absolute paths."""
-    return str(Path.cwd().resolve() / text) if is_local_relative(resolved) else text
-
-
-def identity(spec: JobSpec) -> dict[str, Any]:
-    """Dotted field → resolved value, flat and sorted: what the fingerprint hashes."""
-    tree = spec.model_dump(mode="json")
-    train = tree["data"]["train"]
-    return _fields(tree, _data_location(train, train))
-
-
-def shown_identity(spec: JobSpec) -> dict[str, Any]:
-    """The same fields as they may be stored and shown: each secret as ***."""
-    tree, real = spec.public_dump(), spec.data.train
-    return _fields(tree, _data_location(tree["data"]["train"], real))
+def identity(tree: dict[str, Any], train_resolved: str) -> dict[str, Any]:
+    """Dotted field → value, flat and sorted, of a dumped job: `model_dump` for what the
+    fingerprint hashes, `public_dump` (secrets as ***) for what is stored and shown.
+    `train_resolved` is data.train's value, which decides whether it is a relative path."""
+    train = absolute_text(tree["data"]["train"], train_resolved, Path.cwd().resolve())
+    return _fields(tree, train)
 
 
 def fingerprint(fields: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, model_validator
 
+from phmscale.spec.identity import fingerprint, identity
 from phmscale.spec.secrets import SecretRefs
 from phmscale.spec.sections import (
     CheckpointSpec,
@@ -87,6 +88,10 @@ class JobSpec(Section):
         """Free text with this job's secret values and URI userinfo masked."""
         return self._secrets.mask_text(text)
 
+    def mask_tree(self, tree: Any) -> Any:
+        """`mask` over every string of a JSON-like tree (a DeepSpeed config)."""
+        return self._secrets.mask_tree(tree)
+
     # -- derived values -------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> str:
@@ -97,13 +102,10 @@ class JobSpec(Section):
     def identity(self, shown: bool = False) -> dict[str, Any]:
         """The fields that decide what is trained (see `phmscale.spec.identity`); `shown`:
         with secrets as ***, for run.json and messages."""
-        from phmscale.spec.identity import identity, shown_identity
-
-        return shown_identity(self) if shown else identity(self)
+        tree = self.public_dump() if shown else self.model_dump(mode="json")
+        return identity(tree, self.data.train)
 
     def fingerprint(self) -> str:
-        from phmscale.spec.identity import fingerprint
-
         return fingerprint(self.identity())
 
     def global_batch_size(self, world_size: int | None = None) -> int:

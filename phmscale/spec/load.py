@@ -12,45 +12,20 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from phmscale.errors import InvalidInputError
 from phmscale.spec.job import JobSpec
+from phmscale.spec.problems import JobSpecError, Problem
 from phmscale.spec.secrets import SecretRefs, remember
 from phmscale.spec.yaml_safe import compose_job_yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Path_ = tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a job: where (dotted field path, YAML line) and what to do."""
-
-    field: str
-    message: str
-    line: int | None = None
-
-    def render(self, source: str) -> str:
-        where = f"{source}:{self.line}" if self.line else source
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-
-
-class JobSpecError(InvalidInputError):
-    """An invalid job: the message lists every problem found."""
-
-    def __init__(self, source: str, problems: Sequence[Problem]):
-        self.source = source
-        self.problems = list(problems)
-        lines = [f"invalid job {source} ({len(self.problems)} problem(s)):"]
-        lines += ["  " + p.render(source) for p in self.problems]
-        super().__init__("\n".join(lines))
 
 
 # -- YAML with line numbers --------------------------------------------------------------

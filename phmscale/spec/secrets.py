@@ -56,7 +56,6 @@ class SecretRefs:
             del self.templates[key]
         used = {name for t in self.templates.values() for name in secret_names(t)}
         self.env = {k: v for k, v in self.env.items() if k in used}
-        remember(self.env.values())
 
     def mask_text(self, text: str) -> str:
         """Free text (an error message, a DeepSpeed config value) with every secret value

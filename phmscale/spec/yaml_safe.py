@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 import yaml
 
+from phmscale.spec.problems import JobSpecError, Problem
+
 Path_ = tuple[str, ...]
 
 # Values (scalars and collections, counted once per place they appear after aliases are
@@ -79,16 +81,11 @@ class _Loader(yaml.SafeLoader):
 # -- errors ---------------------------------------------------------------------------------
 
 
-def _problem(field: str, message: str, line: int | None) -> Any:
-    # Imported here: phmscale.spec.load will import this module (no import cycle).
-    from phmscale.spec.load import Problem
-
+def _problem(field: str, message: str, line: int | None) -> Problem:
     return Problem(field, message, line)
 
 
-def _fail(source: str, *problems: Any) -> NoReturn:
-    from phmscale.spec.load import JobSpecError
-
+def _fail(source: str, *problems: Problem) -> NoReturn:
     raise JobSpecError(source, list(problems)) from None
 
 

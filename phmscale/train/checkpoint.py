@@ -31,6 +31,11 @@ PARTIAL = ".partial"
 _TAG = re.compile(r"^step_(\d{8})$")
 
 
+def is_tag(name: str) -> bool:
+    """A whole checkpoint's folder name (`step_00000100`), not a `.partial` or `.old` one."""
+    return _TAG.match(name) is not None
+
+
 def tag_for(step: int) -> str:
     return f"step_{step:08d}"
 
@@ -74,10 +79,10 @@ def latest_checkpoint(directory: str | Path) -> CheckpointRef | None:
 
 
 def owner(ref: CheckpointRef) -> dict[str, Any]:
-    """Which run saved it: {job, fingerprint, identity} from its marker ({} before phmscale
-    recorded it)."""
+    """Which run saved it: {job, fingerprint, identity, run_id (MLflow)} from its marker ({}
+    before phmscale recorded it)."""
     marker = json.loads((ref.path / MARKER).read_text())
-    return {k: marker[k] for k in ("job", "fingerprint", "identity") if k in marker}
+    return {k: marker[k] for k in ("job", "fingerprint", "identity", "run_id") if k in marker}
 
 
 def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, Any],

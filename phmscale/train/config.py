@@ -20,12 +20,12 @@ from phmscale.spec import JobSpec
 _OPTIMIZER_TYPES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge `over` into a copy of `base` (mappings merge, everything else replaces)."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -76,7 +76,7 @@ def deepspeed_config(spec: JobSpec, world_size: int) -> dict[str, Any]:
         "wall_clock_breakdown": False,
         "seed": t.seed,
     }
-    return _merge(config, t.deepspeed)
+    return merge(config, t.deepspeed)
 
 
 def check_deepspeed_config(config: dict[str, Any],

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from phmscale.spec import JobSpec
-from phmscale.train.config import check_deepspeed_config, deepspeed_config, lr_lambda
+from phmscale.train.config import check_deepspeed_config, deepspeed_config, lr_lambda, merge
 from phmscale.train.dist import DistEnv, dist_env, init_distributed
 from phmscale.train.schedule import LambdaSchedule
 
@@ -67,21 +67,7 @@ def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
     # DeepSpeed stores `engine.config` in every checkpoint (ds_config): keep a secret from
     # train.deepspeed (a monitor's api key) out of them, and out of the config hooks log.
     # Its components read their settings at initialize, above, so they keep the real value.
-    shown = spec.public_dump()["train"]["deepspeed"]
-    config = _merge_shown(config, shown, spec.mask)
+    config = spec.mask_tree(merge(config, spec.public_dump()["train"]["deepspeed"]))
     engine.config = config
     return EngineParts(env, engine, scheduler, model, config, dtype)
 
-
-def _merge_shown(config: dict[str, Any], shown: dict[str, Any], mask: Any) -> dict[str, Any]:
-    """The config with the raw keys as `public_dump` shows them, then every string masked."""
-    from phmscale.train.config import _merge
-
-    def masked(tree: Any) -> Any:
-        if isinstance(tree, dict):
-            return {k: masked(v) for k, v in tree.items()}
-        if isinstance(tree, list):
-            return [masked(v) for v in tree]
-        return mask(tree) if isinstance(tree, str) else tree
-
-    return masked(_merge(config, shown))

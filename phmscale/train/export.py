@@ -16,13 +16,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from phmscale.errors import InvalidInputError
 from phmscale.spec import JobSpec
-from phmscale.train.checkpoint import MARKER, CheckpointRef, list_checkpoints
+from phmscale.train.checkpoint import MARKER, CheckpointRef, list_checkpoints, owner
 
 
 @dataclass
@@ -82,16 +81,6 @@ def consolidated_state(ref: CheckpointRef) -> dict[str, torch.Tensor]:
             for k, v in state.items()}
 
 
-def _client_state(ref: CheckpointRef) -> dict[str, Any]:
-    """What the loop saved beside the weights (step, MLflow run id), from rank 0's file
-    (ZeRO-3 names it after its partition)."""
-    name = next(n for n in ("mp_rank_00_model_states.pt",
-                            "zero_pp_rank_0_mp_rank_00_model_states.pt")
-                if (ref.path / n).is_file())
-    saved = torch.load(ref.path / name, map_location="cpu", weights_only=False)
-    return {k: saved.get(k) for k in ("run_id", "step")}
-
-
 def export(spec: JobSpec, out: str | Path, checkpoint: str | None = None,
            fold: bool = False) -> ExportResult:
     """Write the export folder `out` (see the module docstring); returns what it holds."""
@@ -106,11 +95,10 @@ def export(spec: JobSpec, out: str | Path, checkpoint: str | None = None,
     if fold:
         fold_dense(model)
     summary = summarize(spec)
-    client = _client_state(ref)
     result = ExportResult(
         out=str(out), checkpoint=spec.mask(str(ref.path)), step=ref.step, folded=fold,
         params=sum(p.numel() for p in model.parameters()), twin_params=summary.twin_params,
-        savings_ratio=summary.savings_ratio, run_id=client.get("run_id"),
+        savings_ratio=summary.savings_ratio, run_id=owner(ref).get("run_id"),
         fingerprint=spec.fingerprint())
     final = Path(out)
     aside = final.with_name(final.name + ".partial")

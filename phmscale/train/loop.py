@@ -53,7 +53,7 @@ class TrainResult:
     wait_times: list[float] = field(default_factory=list)  # of each step, waiting for data
 
 
-class StopFlag:
+class _StopFlag:
     """A stop asked for from outside: the launcher's event (Ray's `phmscale stop`, set from
     another thread) or, when the loop runs in the main thread, SIGINT/SIGTERM (Ctrl-C,
     torchrun and Kubernetes passing on a stop or preemption). The loop checkpoints and stops
@@ -72,7 +72,7 @@ class StopFlag:
         if value:
             self.event.set()
 
-    def __enter__(self) -> StopFlag:
+    def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():  # Ray runs us in a thread
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -178,7 +178,7 @@ class _Run:
                         "run_id": self.result.run_id, "seed": self.spec.train.seed,
                         "world_size": self.env.world_size}
         owner = {"job": self.spec.name, "fingerprint": self.spec.fingerprint(),
-                 "identity": self.spec.identity(shown=True)}
+                 "identity": self.spec.identity(shown=True), "run_id": self.result.run_id}
         ref = ckpt.save(self.engine, self.checkpoint_dir, at, client_state, self.env,
                         self.spec.checkpoint.keep, owner)
         self.result.checkpoint = str(ref.path)
@@ -195,7 +195,7 @@ class _Run:
     def run(self, total: int, train_source: BatchSource, val_source: BatchSource | None) -> None:
         spec, env, r = self.spec, self.env, self.result
         stream = train_source.stream(start_batch=r.start_step * self.accum)
-        with StopFlag(self.stop) as stop:
+        with _StopFlag(self.stop) as stop:
             for step in range(r.start_step, total):
                 if env.world_size > 1:  # every rank must agree to stop at the same step
                     stop.requested = all_reduce_sum([float(stop.requested)], env)[0] > 0

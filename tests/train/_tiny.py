@@ -69,3 +69,26 @@ class Recorder:
                 recorder.checkpoints.append(step)
 
         self.hooks = _H()
+
+
+def run_two_ranks(out: Any, zero: int, global_batch: int) -> None:
+    """`tests.train._worker` as ranks 0 and 1 of a gloo group, as a launcher would start them;
+    asserts both exit 0."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT, free_port
+
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.train._worker", str(Path(out)), str(zero),
+             str(global_batch)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -15,7 +13,7 @@ from phmscale.train import checkpoint as ckpt
 from phmscale.train.config import check_deepspeed_config, deepspeed_config
 from phmscale.train.loop import train
 from tests.conftest import ROOT
-from tests.train._tiny import Recorder, global_batches, rank_source, tiny_spec
+from tests.train._tiny import Recorder, global_batches, rank_source, run_two_ranks, tiny_spec
 
 
 def _run(spec, batches, world=1, rank=0, **kw):
@@ -71,28 +69,13 @@ def test_resume_equals_straight_run(tmp_path):
     assert set(second.losses) == set(range(11, 21))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("zero", [1, 2])
 def test_two_processes_match_one_with_double_batch(tmp_path, zero):
     """ZeRO-1 (gradients reduced after backward) and ZeRO-2 (partitioned as they come), gloo:
     2 ranks × micro batch 8 == 1 rank × 16 (same global batches)."""
-    port = _free_port()
-    procs = []
     out2 = tmp_path / "two"
     out2.mkdir()
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.train._worker", str(out2), str(zero), "16"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
+    run_two_ranks(out2, zero, 16)
     two = {int(k): v for k, v in json.loads((out2 / "losses.json").read_text()).items()}
 
     spec = tiny_spec(tmp_path / "one", **{"train.zero_stage": zero, "data.batch_size": 16,

@@ -6,9 +6,6 @@ folded export computes the same function with the dense twin's parameter count, 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,28 +13,15 @@ import torch
 from phmscale.models import load_pretrained
 from phmscale.train.evaluate import loss_fn
 from phmscale.train.export import export
-from tests.conftest import ROOT, free_port, run_cli
-from tests.train._tiny import global_batches, tiny_spec
+from tests.conftest import ROOT, run_cli
+from tests.train._tiny import global_batches, run_two_ranks, tiny_spec
 
 pytestmark = pytest.mark.slow
 
 
-def _two_worker_run(out, zero: int) -> None:
-    port = free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.train._worker", str(out), str(zero), "16"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-
-
 @pytest.mark.parametrize("zero", [1, 2, 3])
 def test_export_of_a_two_worker_run_is_the_trained_model(tmp_path, zero):
-    _two_worker_run(tmp_path, zero)
+    run_two_ranks(tmp_path, zero, 16)
     # the worker's job (tests.train._worker): the same fields find the same checkpoint
     spec = tiny_spec(tmp_path, **{"train.zero_stage": zero, "data.batch_size": 8,
                                   "resources.workers": 2, "train.steps": 12,
