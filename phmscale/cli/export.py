@@ -25,6 +25,9 @@ def export(
     fold_dense: bool = typer.Option(
         False, "--fold-dense", help="Fold every PHM layer into the dense layer it equals "
         "(plain nn.Linear / nn.Conv weights, the dense twin's size)."),
+    to_mlflow: bool = typer.Option(
+        False, "--mlflow", help="Also log the export as an MLflow model on the job's run and "
+        "register it in the Model Registry under the job's name (a new version each time)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Consolidate a checkpoint (any ZeRO stage, any worker count) into model.safetensors,
@@ -36,12 +39,21 @@ def export(
 
     spec = load_job(job, set_)
     result = run_export(spec, out, checkpoint, fold_dense)
+    registered: dict[str, object] = {}
+    if to_mlflow:
+        from phmscale.tracking.model_registry import log_export
+
+        model_uri, version = log_export(spec, out, result.run_id)
+        registered = {"model_uri": model_uri, "version": version}
     if as_json:
-        typer.echo(json.dumps(asdict(result), indent=2))
+        typer.echo(json.dumps({**asdict(result), **registered}, indent=2))
         return
     what = "dense (folded)" if result.folded else f"{spec.model.algebra}, n = {spec.model.algebra_dim}"
     console.print(f"exported step {result.step} of {spec.name} ({what}, {result.params:,} "
                   f"parameters; dense twin {result.twin_params:,}) to {out}", highlight=False)
+    if registered:
+        console.print(f"registered {registered['model_uri']} (logged on run {result.run_id}; "
+                      f"load with mlflow.pyfunc.load_model)", highlight=False)
 
 
 def eval_(

@@ -35,6 +35,7 @@ class ExportResult:
     savings_ratio: float
     run_id: str | None
     fingerprint: str
+    metrics: dict[str, float] | None  # the run's last value of each metric (None: no store)
 
 
 def find_checkpoint(spec: JobSpec, given: str | None = None) -> CheckpointRef:
@@ -89,8 +90,10 @@ def export(spec: JobSpec, out: str | Path, checkpoint: str | None = None,
 
     from phmscale.models import build_model, summarize
     from phmscale.models.pretrained import JOB, MANIFEST, WEIGHTS, fold_dense, load_weights
+    from phmscale.tracking.model_registry import run_metrics
 
     ref = find_checkpoint(spec, checkpoint)
+    run_id = owner(ref).get("run_id")
     model = load_weights(build_model(spec.model), consolidated_state(ref))
     if fold:
         fold_dense(model)
@@ -98,8 +101,8 @@ def export(spec: JobSpec, out: str | Path, checkpoint: str | None = None,
     result = ExportResult(
         out=str(out), checkpoint=spec.mask(str(ref.path)), step=ref.step, folded=fold,
         params=sum(p.numel() for p in model.parameters()), twin_params=summary.twin_params,
-        savings_ratio=summary.savings_ratio, run_id=owner(ref).get("run_id"),
-        fingerprint=spec.fingerprint())
+        savings_ratio=summary.savings_ratio, run_id=run_id, fingerprint=spec.fingerprint(),
+        metrics=run_metrics(spec, run_id))
     final = Path(out)
     aside = final.with_name(final.name + ".partial")
     shutil.rmtree(aside, ignore_errors=True)
@@ -126,10 +129,18 @@ def _card(spec: JobSpec, r: ExportResult) -> str:
         f"{r.run_id or 'unknown'}).\n\n"
         f"- parameters: {r.params:,} (dense twin: {r.twin_params:,}; the PHM model has "
         f"{r.savings_ratio:.2f}× fewer)\n"
+        f"- the run's last metrics: {_metrics_line(r.metrics)}\n"
         "- load: `from phmscale.models import load_pretrained; model = "
         "load_pretrained(\"THIS_FOLDER\")`\n"
         "- files: model.safetensors (weights), job.yaml (the job, secrets as ***), "
         "export.json\n")
+
+
+def _metrics_line(metrics: dict[str, float] | None) -> str:
+    if metrics is None:
+        return "unavailable (no MLflow run or store reachable at export time)"
+    shown = [k for k in ("val_loss", "val_accuracy", "val_bpb", "loss") if k in metrics]
+    return ", ".join(f"{k} {metrics[k]:.4g}" for k in shown) or "none logged"
 
 
 def evaluate_checkpoint(spec: JobSpec, checkpoint: str | None = None,

@@ -64,11 +64,30 @@ def test_cli_export_and_eval_reproduce_a_run(tmp_path):
     assert figures["val_accuracy"] == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-3)
 
     out = tmp_path / "export"
-    exported = run_cli("export", job, *sets, "--out", str(out), "--json", cwd=tmp_path)
+    exported = run_cli("export", job, *sets, "--out", str(out), "--mlflow", "--json",
+                       cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["run_id"] == run.info.run_id and manifest["step"] == 20
-    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert manifest["metrics"]["val_loss"] == run.data.metrics["val_loss"]
+    assert (out / "model.safetensors").is_file()
+    assert f"val_loss {run.data.metrics['val_loss']:.4g}" in (out / "README.md").read_text()
+    # --mlflow: a pyfunc model on the job's own run (its status untouched), registered as
+    # version 1 of the model named like the job; it predicts what load_pretrained computes
+    assert json.loads(exported.stdout)["model_uri"] == "models:/quickstart-phm-vit-digits/1"
+    version = client.get_model_version("quickstart-phm-vit-digits", "1")
+    assert version.run_id == run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    import mlflow
+
+    served = mlflow.pyfunc.load_model(
+        client.get_model_version_download_uri("quickstart-phm-vit-digits", "1"))
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        expected = load_pretrained(out)(x).numpy()
+    assert abs(served.predict(x.numpy()) - expected).max() < 1e-5
+    again = run_cli("export", job, *sets, "--out", str(out), "--mlflow", cwd=tmp_path)
+    assert again.returncode == 0 and "models:/quickstart-phm-vit-digits/2" in again.stdout, again.stderr[-2000:]
     missing = run_cli("export", job, "--set", "train.seed=7", *sets, "--out", str(out),
                       cwd=tmp_path)  # another run: nothing trained yet
     assert missing.returncode == 2 and "no complete checkpoint" in missing.stderr
@@ -97,6 +116,16 @@ def test_generate_from_a_phm_export_and_its_fold_is_identical(tmp_path):
         assert said.stdout.startswith("def main(")
         texts.append(said.stdout)
     assert texts[0] == texts[1]
+    registered = run_cli("export", job, *sets, "--out", str(tmp_path / "phm"), "--mlflow",
+                         "--json", cwd=tmp_path)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(
+        client.get_model_version_download_uri("lm-pystdlib-phm-n4", "1"))
+    (continued,) = served.predict(["def main("], params={"max_new_tokens": 40})
+    assert "def main(" + continued + "\n" == texts[0]  # the CLI echoes a newline
     assert len(texts[0].encode("utf-8", errors="replace")) >= len("def main(")
     phm, dense = load_pretrained(tmp_path / "phm"), load_pretrained(tmp_path / "dense")
     x = torch.randint(0, 256, (2, 32))
