@@ -1,4 +1,4 @@
-"""`phmscale bench layer | loader | step`: ratios measured side by side in one run."""
+"""`phmscale bench layer | generate | loader | step`: ratios measured side by side in one run."""
 
 from __future__ import annotations
 
@@ -43,6 +43,17 @@ def layer(
     from phmscale.bench.layer import run
 
     _show(run(quick=quick), "bench layer (ratios > 1: PHM faster)", as_json)
+
+
+@bench_app.command()
+def generate(
+    as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
+    quick: bool = typer.Option(False, "--quick", help="One tiny model (seconds, for smoke tests)."),
+) -> None:
+    """Greedy KV-cache generation tokens/s: PHM n = 2…16 against the dense twin, with rooflines."""
+    from phmscale.bench.generate import run
+
+    _show(run(quick=quick), "bench generate (phm_vs_dense > 1: PHM faster)", as_json)
 
 
 @bench_app.command()

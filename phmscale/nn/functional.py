@@ -13,9 +13,9 @@ meet all n input components), so they differ only in the bytes they move:
 - structured: never builds W and reads only S (out·in/n values), in one GEMM whose rows are
   the R·n input components, plus a mix by A (tiny). It moves n× more activation bytes (R·n
   rows instead of R), so it wins only at few rows, where the dense GEMM is bound by reading W
-  (decode: R = 1). Two orders: S first (`structured_linear`, S used as a free view; training)
-  and A first against a side-by-side copy of S (`packed_structured_linear`; eval, where the
-  layers cache the copy).
+  (decode: R = 1). Two orders: S first (`structured_linear`, S used as a free view; training,
+  and decode while R·n is tiny) and A first against a side-by-side copy of S
+  (`packed_structured_linear`; eval, where the layers cache the copy); `rules_first` picks.
 """
 
 from __future__ import annotations
@@ -46,6 +46,17 @@ ALGORITHMS: tuple[str, ...] = ("auto", "materialize", "structured")
 #   (0.25-0.9×): factor 16.
 ROW_FACTOR_REBUILT = 4
 ROW_FACTOR_CACHED = 16
+
+
+# Decode order of the structured product (eval, few rows), by the GEMM's column count R·n:
+# S first (N = R·n, K = in/n) wins while R·n <= 8, rules first (one GEMM over the side-by-side
+# S, K = in) from R·n = 16; figures in docs/benchmarks.md ("decode kernel").
+S_FIRST_MAX_COLUMNS = 8
+
+
+def rules_first(rows: int, n: int) -> bool:
+    """True: `packed_structured_linear` (rules first); False: `structured_linear` (S first)."""
+    return rows * n > S_FIRST_MAX_COLUMNS
 
 
 def check_algorithm(algorithm: str) -> str:
@@ -87,9 +98,10 @@ def materialize_linear(x: Tensor, A: Tensor, S: Tensor, bias: Tensor | None = No
 def structured_linear(x: Tensor, A: Tensor, S: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x Wᵀ + b without building W: reads S (out·in/n values) instead of W (out·in).
 
-    Order for when S may change every call (training): contract every input component with
-    every Sᵢ first (one GEMM, K = q) because S viewed as (n·p, q) is free, no copy of S; then
-    mix the n² products with A (K = n², tiny).
+    Order for when S may change every call (training), and decode's while rows·n is tiny
+    (`rules_first`): contract every input component with every Sᵢ first (one GEMM, K = q)
+    because S viewed as (n·p, q) is free, no copy of S; then mix the n² products with A
+    (K = n², tiny). As n batched GEMMs (bmm) instead of one it measured the same (±5%).
     """
     n, p, q = S.shape
     lead = x.shape[:-1]

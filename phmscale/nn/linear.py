@@ -14,6 +14,7 @@ from phmscale.nn.functional import (
     check_algorithm,
     choose_algorithm,
     packed_structured_linear,
+    rules_first,
     structured_linear,
 )
 
@@ -62,15 +63,23 @@ class PHMLinear(PHMBase):
             )
         algorithm = self.algorithm
         cached = self._use_cache()
+        rows = x.numel() // self.in_features
         if algorithm == "auto":
-            rows = x.numel() // self.in_features
             algorithm = choose_algorithm(rows, self.n, self.in_features, cached)
         if algorithm == "structured":
-            if cached:  # decode: rules first, against a cached side-by-side S
+            if not cached:
+                return structured_linear(x, self.A, self.effective_S(), self.bias)
+            if rules_first(rows, self.n):  # against a cached side-by-side S
                 mix, s_cat = self.packed_operands()
                 return packed_structured_linear(x, mix, s_cat, self.bias)
-            return structured_linear(x, self.A, self.effective_S(), self.bias)
+            return structured_linear(x, self.A, self._eval_S(), self.bias)
         return F.linear(x, self.dense_weight(), self.bias)
+
+    def _eval_S(self) -> Tensor:
+        """S as is, or the masked S cached like W (pruned layers would mask on every call)."""
+        if self.mask is None:
+            return self.S
+        return self._cache.get("S", (self.A, self.S, self.mask), self.effective_S)
 
     def extra_repr(self) -> str:
         return (
