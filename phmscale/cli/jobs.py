@@ -123,11 +123,22 @@ def submit(
     if code not in ("auto", "ship", "installed"):
         raise InvalidInputError(f"--code {code!r}: use auto, ship or installed")
     from phmscale.launch.package import build_submission
+
+    local = is_local(address)
+    send(build_submission(spec, code=code, local=local,  # type: ignore[arg-type]
+                          forward_secrets=forward_secrets), address, local, wait, follow)
+
+
+def is_local(address: str | None) -> bool:
+    return address == "local" or (address is None and os.environ.get("RAY_ADDRESS") == "local")
+
+
+def send(submission, address: str | None, local: bool, wait: bool,  # noqa: ANN001 (Submission)
+         follow: bool | None) -> None:
+    """Submit a packaged job (or sweep) to a local cluster or `address`, then remove its
+    temporary working dir."""
     from phmscale.tracking.uri import check_reachable
 
-    local = address == "local" or (address is None and os.environ.get("RAY_ADDRESS") == "local")
-    submission = build_submission(spec, code=code, local=local,  # type: ignore[arg-type]
-                                  forward_secrets=forward_secrets)
     try:
         # An MLflow server that is down: say so now. (The experiment is made by rank 0's hook,
         # with its artifacts next to a sqlite store: tracking.experiment.ensure_experiment.)
@@ -294,19 +305,45 @@ def list_jobs(
 
     backend = RayJobs.connect(address)
     records = backend.list(everything=everything)
+    progress = {r.job_id: _sweep_progress(r) for r in records
+                if r.metadata.get("phmscale.kind") == "sweep"}
     if as_json:
-        _print_json([dataclasses.asdict(r) for r in records])
+        _print_json([{**dataclasses.asdict(r), **({"sweep_progress": progress[r.job_id]}
+                                                  if r.job_id in progress else {})}
+                     for r in records])
         return
     table = Table(title=f"{len(records)} job(s) at {backend.url}", title_justify="left")
     table.add_column("job id (phmscale ids start with the job name)", no_wrap=True)
     for column in ("status", "started", "duration"):
         table.add_column(column)
     table.add_column("MLflow run", no_wrap=True)
+    if progress:
+        table.add_column("sweep cells")
     for r in records:
         style = _STYLE.get(r.status, "")
+        cells = [_progress_text(progress.get(r.job_id))] if progress else []
         table.add_row(r.job_id, f"[{style}]{r.status}[/]" if style else r.status,
-                      _when(r.start_time), _duration(r), r.mlflow_run_id or "–")
+                      _when(r.start_time), _duration(r), r.mlflow_run_id or "–", *cells)
     console.print(table)
+
+
+def _sweep_progress(record) -> dict[str, int] | None:  # noqa: ANN001 (JobRecord)
+    """A sweep's cells by state, from its MLflow child runs (None: store not readable)."""
+    from phmscale.tracking.sweep_runs import progress
+
+    meta = record.metadata
+    try:
+        return progress(meta.get("phmscale.mlflow_uri", ""), meta["phmscale.sweep_id"],
+                        int(meta.get("phmscale.cells", 0)))
+    except Exception:  # noqa: BLE001 - a store this machine cannot read: the list still shows
+        return None
+
+
+def _progress_text(counts: dict[str, int] | None) -> str:
+    if counts is None:
+        return "–"
+    shown = [f"{v} {k}" for k, v in counts.items() if v or k == "done"]
+    return ", ".join(shown)
 
 
 def register(app: typer.Typer) -> None:

@@ -44,7 +44,7 @@ def _root(
 
 
 # Verb groups, each a module exposing `register(app)`.
-_VERB_MODULES = ["job", "run", "compare", "bench", "data", "jobs", "model", "export"]
+_VERB_MODULES = ["job", "run", "compare", "bench", "data", "jobs", "model", "export", "sweep"]
 for _name in _VERB_MODULES:
     importlib.import_module(f"phmscale.cli.{_name}").register(app)
 

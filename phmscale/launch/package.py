@@ -135,6 +135,26 @@ class Submission:
         return self.spec.tracking.uri
 
 
+def _runtime_env(workdir: Path, stop_grace_s: float, env: dict[str, str], ship: bool
+                 ) -> dict[str, Any]:
+    runtime_env: dict[str, Any] = {
+        "working_dir": str(workdir),
+        # unbuffered: `phmscale logs` sees each line when it is printed, not 8 KiB later;
+        # no ANSI colours in the log prefixes (they end up in files and terminals alike)
+        "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_COLOR_PREFIX": "0",
+                     # `phmscale stop`: SIGTERM, then this long to checkpoint before SIGKILL
+                     "RAY_JOB_STOP_WAIT_TIME_S": str(stop_grace_s), **env},
+    }
+    if ship:
+        runtime_env["py_modules"] = [str(package_root())]
+        runtime_env["excludes"] = ["__pycache__", "*.pyc"]
+    return runtime_env
+
+
+def _entrypoint(interpreter: str, module: str, args: list[str]) -> str:
+    return " ".join(shlex.quote(part) for part in (interpreter, "-m", module, *args))
+
+
 def package_root() -> Path:
     import phmscale
 
@@ -160,23 +180,11 @@ def build_submission(spec: JobSpec, *, code: CodeMode = "auto", local: bool = Fa
         f"# resolved by phmscale {__version__} submit; submission {submission_id}\n"
         + job_text)
     ship = code == "ship" or (code == "auto" and not local)
-    runtime_env: dict[str, Any] = {
-        "working_dir": str(workdir),
-        # unbuffered: `phmscale logs` sees each line when it is printed, not 8 KiB later;
-        # no ANSI colours in the log prefixes (they end up in files and terminals alike)
-        "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_COLOR_PREFIX": "0",
-                     # `phmscale stop`: SIGTERM, then this long to checkpoint before SIGKILL
-                     "RAY_JOB_STOP_WAIT_TIME_S": str(resolved.resources.stop_grace_s)},
-    }
-    if forward_secrets:
-        runtime_env["env_vars"].update(secret_env)
-    if ship:
-        runtime_env["py_modules"] = [str(package_root())]
-        runtime_env["excludes"] = ["__pycache__", "*.pyc"]
-    interpreter = python or (sys.executable if local else "python")
-    entrypoint = " ".join(shlex.quote(part) for part in (
-        interpreter, "-m", ENTRY_MODULE, JOB_FILE, "--submission-id", submission_id,
-        "--spec-hash", spec_hash))
+    runtime_env = _runtime_env(workdir, resolved.resources.stop_grace_s,
+                               secret_env if forward_secrets else {}, ship)
+    entrypoint = _entrypoint(python or (sys.executable if local else "python"), ENTRY_MODULE,
+                             [JOB_FILE, "--submission-id", submission_id, "--spec-hash",
+                              spec_hash])
     r = resolved.resources
     device = f"{r.gpus_per_worker:g} GPU" if r.gpus_per_worker else f"{r.cpus_per_worker:g} CPU"
     metadata = {
@@ -195,3 +203,56 @@ def build_submission(spec: JobSpec, *, code: CodeMode = "auto", local: bool = Fa
     check_shipped(json.dumps(metadata) + entrypoint, secret_env)
     return Submission(resolved, spec_hash, submission_id, entrypoint, runtime_env, metadata,
                       workdir, ship, secret_env=secret_env)
+
+
+SWEEP_FILE = "sweep.yaml"
+SWEEP_ENTRY_MODULE = "phmscale.launch.sweep_entry"
+
+
+def build_sweep_submission(sweep: Any, *, code: CodeMode = "auto", local: bool = False,
+                           python: str | None = None, cwd: Path | None = None,
+                           forward_secrets: bool = True) -> Submission:
+    """A sweep (`phmscale.spec.sweep.Sweep`) as ONE Ray job: every cell resolved as `submit`
+    resolves a job, all shipped in `sweep.yaml` for `launch.sweep_entry` (Ray Tune)."""
+    from phmscale.launch.storage import sweep_storage
+
+    cells, env = [], {}
+    for cell in sweep.cells:
+        resolved, cell_env = resolve_for_cluster(cell.spec, cwd)
+        env.update(cell_env)
+        cells.append({"index": cell.index, "label": cell.label, "values": cell.values,
+                      "job": resolved.portable_dump(), "spec": resolved})
+    first: JobSpec = cells[0]["spec"]
+    s = sweep.settings
+    record = {
+        "sweep": {"id": sweep.sweep_id, "name": sweep.name, "axes": sweep.axes,
+                  "max_concurrent": s.max_concurrent, "stop": s.stop,
+                  "storage": sweep_storage(first.checkpoint_dir)},
+        "cells": [{k: v for k, v in c.items() if k != "spec"} for c in cells],
+    }
+    text = yaml.safe_dump(record, sort_keys=False)
+    check_shipped(text, env)
+    submission_id = new_submission_id(first.model_copy(update={"name": sweep.name}))
+    workdir = Path(tempfile.mkdtemp(prefix=f"phmscale-sweep-{sweep.name}-"))
+    (workdir / SWEEP_FILE).write_text(
+        f"# resolved by phmscale {__version__} sweep; submission {submission_id}\n" + text)
+    ship = code == "ship" or (code == "auto" and not local)
+    runtime_env = _runtime_env(workdir, first.resources.stop_grace_s,
+                               env if forward_secrets else {}, ship)
+    entrypoint = _entrypoint(python or (sys.executable if local else "python"),
+                             SWEEP_ENTRY_MODULE, [SWEEP_FILE, "--submission-id", submission_id])
+    metadata = {
+        "phmscale.job": sweep.name,
+        "phmscale.kind": "sweep",
+        "phmscale.sweep_id": sweep.sweep_id,
+        "phmscale.cells": str(len(cells)),
+        "phmscale.axes": ", ".join(sweep.axes),
+        "phmscale.version": __version__,
+        "phmscale.checkpoint": record["sweep"]["storage"],
+        "phmscale.mlflow_uri": public_uri(first.tracking.uri or ""),
+        "phmscale.mlflow_experiment": first.tracking.experiment,
+    }
+    metadata = {k: first.mask(v)[:METADATA_VALUE_MAX] for k, v in metadata.items()}
+    check_shipped(json.dumps(metadata) + entrypoint, env)
+    return Submission(first, sweep.sweep_id, submission_id, entrypoint, runtime_env, metadata,
+                      workdir, ship, secret_env=env)

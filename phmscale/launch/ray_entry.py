@@ -41,7 +41,8 @@ from phmscale.launch.ray_worker import run_dir
 from phmscale.spec import JobSpec, load_job
 
 
-def build_trainer(spec: JobSpec, submission_id: str, spec_hash: str, state: Any) -> Any:
+def build_trainer(spec: JobSpec, submission_id: str, spec_hash: str, state: Any,
+                  callbacks: list[Any] | None = None) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -64,6 +65,7 @@ def build_trainer(spec: JobSpec, submission_id: str, spec_hash: str, state: Any)
             storage_path=spec.checkpoint_dir,
             failure_config=FailureConfig(max_failures=r.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+            callbacks=callbacks,  # a sweep's cell: Ray Tune's TuneReportCallback
         ),
     )
 
@@ -157,6 +159,14 @@ def _public(uri: str) -> str:
     return mask_values(uri)
 
 
+def state_name(spec: JobSpec) -> str:
+    """The name of a job's `JobState` actor (namespace `phmscale`): hashed from its storage
+    folder, because actor names show on the dashboard and a folder name may hold a secret."""
+    import hashlib
+
+    return "phmscale-run:" + hashlib.sha256(spec.checkpoint_dir.encode()).hexdigest()[:24]
+
+
 CLAIM_WAIT_S = 20.0  # an earlier driver's JobState outlives it by a moment
 
 
@@ -165,14 +175,12 @@ def _claim(spec: JobSpec, initial_run_id: str | None) -> Any:
     live job on this cluster holds the name. The name of a job that just ended (a stop, then
     the same job submitted again) is freed once Ray has noticed its driver is gone, within
     seconds: wait that long before calling the folder in use."""
-    import hashlib
     import time
 
     from phmscale.errors import InvalidInputError
     from phmscale.launch.ray_worker import JobState
 
-    # hashed: actor names show on the dashboard, and a folder name may hold a secret
-    name = "phmscale-run:" + hashlib.sha256(spec.checkpoint_dir.encode()).hexdigest()[:24]
+    name = state_name(spec)
     deadline = time.monotonic() + CLAIM_WAIT_S
     while True:
         try:
@@ -186,36 +194,15 @@ def _claim(spec: JobSpec, initial_run_id: str | None) -> Any:
             time.sleep(0.5)
 
 
-def _latest_marker(storage: str, name: str) -> dict[str, Any] | None:
-    """The newest checkpoint marker in Ray Train's run folder `<storage>/<name>`, read through
-    pyarrow's filesystems (local paths and object stores alike, as Ray Train reads them)."""
-    import json
-
-    import pyarrow.fs as pafs
-
-    from phmscale.train.checkpoint import MARKER, is_tag
-
-    fs, root = pafs.FileSystem.from_uri(storage)
-    selector = pafs.FileSelector(f"{root.rstrip('/')}/{name}", allow_not_found=True)
-    markers = []
-    for info in fs.get_file_info(selector):
-        if info.type == pafs.FileType.Directory and is_tag(info.base_name):
-            try:
-                with fs.open_input_stream(f"{info.path}/{MARKER}") as stream:
-                    markers.append(json.loads(stream.read()))
-            except (OSError, ValueError):
-                continue  # not a whole checkpoint
-    return max(markers, key=lambda m: m.get("time", 0), default=None)
-
-
 def check_storage(spec: JobSpec) -> None:
     """Refuse, before any worker starts, what the run's storage says cannot go on: a
     checkpoint of another run (object storage has no run.json: the markers say whose), or a
     fresh start (`checkpoint.resume=false`) over a run Ray Train would continue."""
     from phmscale.errors import InvalidInputError
+    from phmscale.launch.storage import latest_marker
     from phmscale.train.run_folder import mismatch_message
 
-    marker = _latest_marker(spec.checkpoint_dir, spec.name)
+    marker = latest_marker(spec.checkpoint_dir, spec.name)
     if marker is None:
         return
     if not spec.checkpoint.resume:
