@@ -202,8 +202,10 @@ def drive(record: dict[str, Any], submission_id: str) -> int:
 
         metric = info["stop"].partition(":")[2]
         mode = STOP_METRICS[metric]
+        # max_t one past the last step: at max_t ASHA stops the trial, and a stop at the last
+        # report would kill the cell before its MLflow run is closed FINISHED
         steps = first.train.steps
-        scheduler = ASHAScheduler(time_attr="step", max_t=steps,
+        scheduler = ASHAScheduler(time_attr="step", max_t=steps + 1,
                                   grace_period=max(1, first.checkpoint.every), reduction_factor=2)
     from phmscale.launch.ray_worker import JobState
 

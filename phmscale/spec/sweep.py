@@ -5,6 +5,7 @@ A sweep file names the job and its axes (paths relative to the sweep file):
 
     sweep:
       job: ../jobs/quickstart.yaml
+      cases: {dense: [model.algebra=real], phm: [model.algebra=phm]}   # named override sets
       grid: {model.n: [1, 2, 4, 8]}
       seeds: 3                                     # train.seed = 0, 1, 2 for every grid point
       sample: {train.optimizer.lr: loguniform(1e-4, 1e-2)}
@@ -42,6 +43,7 @@ from phmscale.spec.problems import JobSpecError, Problem
 FIXED_PREFIXES = ("name", "checkpoint.", "tracking.", "resources.workers")
 # Early-stopping metrics and whether larger is better.
 STOP_METRICS = {"val_accuracy": "max", "val_loss": "min", "val_bpb": "min", "loss": "min"}
+CASE = "case"  # the axis of `cases`: a cell's case name (not a job field)
 _DRAW = re.compile(r"^\s*(uniform|loguniform|randint|choice)\s*\((.*)\)\s*$")
 
 
@@ -52,6 +54,9 @@ class SweepSpec(BaseModel):
 
     job: str = Field(..., description="The job file every cell starts from.")
     name: str | None = Field(None, description="Sweep name; default `<job name>-sweep`.")
+    cases: dict[str, list[str]] = Field(default_factory=dict, description=(
+        "Named sets of overrides (key=value), for settings that go together and are not a "
+        "product (e.g. dense: [model.algebra=real], phm4: [model.n=4]); crossed with grid."))
     grid: dict[str, list[Any]] = Field(default_factory=dict, description=(
         "Field → values: every combination is a grid point."))
     seeds: int | None = Field(None, ge=1, description=(
@@ -237,10 +242,16 @@ def expand(settings: SweepSpec, extra_sets: Sequence[str] = ()) -> Sweep:
     sweep, naming the cell and the field), each with a checkpoint folder of its own."""
     job_path = Path(settings.job)
     base = load_job(job_path, [*settings.set, *extra_sets])
+    case_keys = {text.partition("=")[0].strip() for sets in settings.cases.values()
+                 for text in sets}
     problems = [Problem(key, "a sweep cannot vary it: every cell shares the sweep's name, "
                              "storage, tracking and worker count")
-                for key in [*settings.grid, *settings.sample]
+                for key in [*settings.grid, *settings.sample, *sorted(case_keys)]
                 if key.startswith(FIXED_PREFIXES)]
+    problems += [Problem(f"cases.{name}", f"{text!r}: use key=value")
+                 for name, sets in settings.cases.items() for text in sets if "=" not in text]
+    problems += [Problem(key, "is set by a case and is a grid or sample axis too")
+                 for key in sorted(case_keys & {*settings.grid, *settings.sample})]
     problems += [Problem(key, "appears in both grid and sample")
                  for key in set(settings.grid) & set(settings.sample)]
     problems += [Problem(f"grid.{key}", "no values") for key, v in settings.grid.items() if not v]
@@ -253,23 +264,27 @@ def expand(settings: SweepSpec, extra_sets: Sequence[str] = ()) -> Sweep:
     points = list(itertools.product(*settings.grid.values())) or [()]
     trials = settings.trials if draws else 1
     seeds = list(range(settings.seeds)) if settings.seeds else [None]
+    cases = list(settings.cases.items()) or [(None, [])]
     cells: list[Cell] = []
-    for point in points:
-        for _ in range(trials):
-            values = dict(zip(settings.grid, point, strict=True))
-            values.update({key: _draw(kind, args, rng) for key, kind, args in draws})
-            for seed in seeds:
-                cell_values = dict(values) if seed is None else {**values, "train.seed": seed}
-                cells.append(_cell(len(cells), cell_values, job_path,
-                                   [*settings.set, *extra_sets], base))
+    for case, case_sets in cases:
+        for point in points:
+            for _ in range(trials):
+                values = {} if case is None else {CASE: case}
+                values.update(zip(settings.grid, point, strict=True))
+                values.update({key: _draw(kind, args, rng) for key, kind, args in draws})
+                for seed in seeds:
+                    cell_values = dict(values) if seed is None else {**values,
+                                                                     "train.seed": seed}
+                    cells.append(_cell(len(cells), cell_values, job_path,
+                                       [*settings.set, *extra_sets, *case_sets], base))
     _check_distinct(cells, job_path)
     return Sweep(settings, settings.name or f"{base.name}-sweep", job_path, cells)
 
 
 def _cell(index: int, values: dict[str, Any], job_path: Path, sets: list[str],
           base: JobSpec) -> Cell:
-    label = ",".join(_short(k, v) for k, v in values.items()) or "base"
-    overrides = [*sets, *(f"{k}={_text(v)}" for k, v in values.items())]
+    label = ",".join(str(v) if k == CASE else _short(k, v) for k, v in values.items()) or "base"
+    overrides = [*sets, *(f"{k}={_text(v)}" for k, v in values.items() if k != CASE)]
     try:
         spec = load_job(job_path, overrides)
         if base.checkpoint.dir is not None:  # a named folder: one sub-folder per cell

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from phmscale.spec import JobSpecError
 from phmscale.spec.sweep import SweepSpec, expand, grid_from_flags, sample_from_flags
 from tests.conftest import ROOT, run_cli
 
@@ -61,3 +62,18 @@ def test_bad_sweeps_fail_before_anything_starts(tmp_path, args, says):
     assert result.returncode == 2, result.stderr
     assert says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cases_are_named_override_sets_crossed_with_the_grid():
+    sweep = expand(SweepSpec(job=QUICKSTART, seeds=2, grid={"model.attention": [
+        "standard", "symmetric"]}, cases={"dense": ["model.algebra=real", "model.n=1"],
+                                           "phm2": ["model.n=2"]}))
+    assert sweep.axes == ["case", "model.attention", "train.seed"]
+    assert len(sweep.cells) == 2 * 2 * 2
+    assert sweep.cells[0].label == "dense,attention=standard,seed=0"
+    assert {(c.values["case"], c.spec.model.algebra, c.spec.model.n) for c in sweep.cells} == {
+        ("dense", "real", 1), ("phm2", "phm", 2)}
+    with pytest.raises(JobSpecError, match="cases.bad"):
+        expand(SweepSpec(job=QUICKSTART, cases={"bad": ["model.n"]}))
+    with pytest.raises(JobSpecError, match="a sweep cannot vary it"):
+        expand(SweepSpec(job=QUICKSTART, cases={"x": ["name=y"]}))
