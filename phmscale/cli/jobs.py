@@ -154,7 +154,7 @@ def send(submission, address: str | None, local: bool, wait: bool,  # noqa: ANN0
 def _submit_torchx(spec, scheduler: str, scheduler_args: list[str],  # noqa: ANN001
                    dryrun: bool, follow: bool | None, forward_secrets: bool) -> None:
     """TorchX path. local_cwd ranks are children of this process, so it follows to the end."""
-    from phmscale.launch import torchx as tx
+    from phmscale.launch import torchx_jobs as tx
 
     sched = tx.parse_scheduler(scheduler)
     result = tx.submit(spec, sched, scheduler_args, dryrun=dryrun,
@@ -287,23 +287,9 @@ def list_jobs(
                                          "TorchX scheduler's apps instead of Ray's jobs."),
 ) -> None:
     """The cluster's jobs: state, start time, duration and MLflow run."""
-    if scheduler is not None:
-        from phmscale.launch import torchx as tx
+    from phmscale.launch.backend import backend_named
 
-        apps = tx.list_jobs(scheduler)
-        if as_json:
-            _print_json(apps)
-            return
-        table = Table(title=f"{len(apps)} app(s) on {scheduler}", title_justify="left")
-        table.add_column("handle", no_wrap=True)
-        table.add_column("state")
-        for app in apps:
-            table.add_row(app["handle"], str(app["state"]))
-        console.print(table)
-        return
-    from phmscale.launch.ray_jobs import RayJobs
-
-    backend = RayJobs.connect(address)
+    backend = backend_named(scheduler, address)
     records = backend.list(everything=everything)
     progress = {r.job_id: _sweep_progress(r) for r in records
                 if r.metadata.get("phmscale.kind") == "sweep"}
@@ -312,7 +298,8 @@ def list_jobs(
                                                   if r.job_id in progress else {})}
                      for r in records])
         return
-    table = Table(title=f"{len(records)} job(s) at {backend.url}", title_justify="left")
+    where = scheduler or getattr(backend, "url", backend.name)
+    table = Table(title=f"{len(records)} job(s) at {where}", title_justify="left")
     table.add_column("job id (phmscale ids start with the job name)", no_wrap=True)
     for column in ("status", "started", "duration"):
         table.add_column(column)

@@ -2,9 +2,9 @@
 
 Cheap (no shard is read; only patterns, file existence and shards.json), so `phmscale validate`
 and the engine can run it before starting workers. Each message names the field, the pattern
-and the fix. The traps it guards (DESIGN.md): fewer shards than ranks × loader workers starve
-workers and hang collectives; a pattern that matches nothing fails only minutes into a run on a
-cluster; data that does not fit the model fails at the first batch.
+and the fix. The traps it guards (WebDataset users' known ones): fewer shards than ranks ×
+loader workers starve workers and hang collectives; a pattern that matches nothing fails only
+minutes into a run on a cluster; data that does not fit the model fails at the first batch.
 """
 
 from __future__ import annotations

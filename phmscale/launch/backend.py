@@ -1,69 +1,14 @@
-"""Job handles and the backends behind them.
+"""Which backend owns a job handle: `phmscale status/logs/stop/list` go through `backend_for`.
 
-`phmscale status/logs/stop` take a job id and `list` takes a backend; both go through
-`backend_for`. A Ray job id is a plain submission id (`quickstart-20250101-120000-ab12`); a
-TorchX handle looks like `scheduler://session/app_id` and will be served by `launch/torchx.py`
-(which registers itself in `SCHEMES` with a `JobBackend` of its own). Only the Ray backend
-exists today.
+A Ray job id is a plain submission id (`quickstart-20250101-120000-ab12`), served by
+`ray_jobs.RayJobs`; a TorchX handle looks like `scheduler://session/app_id` and is served by
+`torchx_jobs.TorchXJobs`. The dispatch is explicit here; neither backend registers itself.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
-
 from phmscale.launch.errors import UnknownJob
-
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
-
-
-@dataclass
-class JobRecord:
-    """One job as every backend describes it."""
-
-    job_id: str
-    status: str  # PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED (Ray's words)
-    name: str = ""  # the phmscale job name ("" for jobs phmscale did not submit)
-    start_time: float | None = None  # seconds since the epoch
-    end_time: float | None = None
-    message: str = ""
-    entrypoint: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    mlflow_run_id: str | None = None
-    mlflow_url: str | None = None
-    backend: str = "ray"
-    dashboard_url: str | None = None
-    native_id: str | None = None  # the backend's own id (Ray: the driver's job id, hex)
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-
-class JobBackend(Protocol):
-    """What `status/logs/stop/list` need of a backend."""
-
-    name: str
-
-    def status(self, job_id: str) -> JobRecord: ...
-
-    def logs(self, job_id: str) -> str:
-        """Everything the job printed so far."""
-        ...
-
-    def follow(self, job_id: str, write: Callable[[str], None]) -> JobRecord:
-        """Write the logs as they come until the job ends; nothing is lost at the end."""
-        ...
-
-    def stop(self, job_id: str) -> JobRecord: ...
-
-    def list(self) -> list[JobRecord]: ...
-
-
-# handle scheme → (module, factory attribute); the factory takes the handle and returns a backend
-SCHEMES: dict[str, tuple[str, str]] = {}
+from phmscale.launch.record import JobBackend
 
 
 def is_handle(job_id: str) -> bool:
@@ -75,18 +20,27 @@ def is_handle(job_id: str) -> bool:
 def backend_for(job_id: str, address: str | None) -> JobBackend:
     """The backend that owns `job_id`; Ray (at `address` / $RAY_ADDRESS) for plain ids."""
     if is_handle(job_id):
+        from phmscale.launch.torchx import SUPPORTED_SCHEDULERS, TORCHX_SCHEDULERS
+
         scheme = job_id.split("://", 1)[0]
-        if scheme not in SCHEMES:
-            try:  # launch/torchx.py registers its schedulers on import
-                importlib.import_module("phmscale.launch.torchx")
-            except ImportError:
-                pass
-        if scheme not in SCHEMES:
+        if scheme not in TORCHX_SCHEDULERS:
             raise UnknownJob(
-                f"{job_id!r} looks like a TorchX handle (scheduler://session/app_id), but no "
-                f"backend serves scheduler {scheme!r} in this installation")
-        module, attr = SCHEMES[scheme]
-        return getattr(importlib.import_module(module), attr)(job_id)
+                f"{job_id!r} looks like a TorchX handle (scheduler://session/app_id), but "
+                f"{scheme!r} is not a TorchX scheduler; phmscale runs TorchX on: "
+                f"{', '.join(SUPPORTED_SCHEDULERS)}")
+        from phmscale.launch.torchx_jobs import backend_for as torchx_backend
+
+        return torchx_backend(job_id)
+    return backend_named(None, address)
+
+
+def backend_named(scheduler: str | None, address: str | None) -> JobBackend:
+    """`list`'s backend: a TorchX scheduler (`torchx:slurm`), else the Ray cluster at
+    `address` / $RAY_ADDRESS."""
+    if scheduler is not None:
+        from phmscale.launch.torchx_jobs import backend_for as torchx_backend
+
+        return torchx_backend(scheduler)
     from phmscale.launch.ray_jobs import RayJobs
 
     return RayJobs.connect(address)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phmscale.launch.backend import JobRecord
+from phmscale.launch.record import JobRecord
 
 TAG_PREFIX = "phmscale.ray_job."
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from phmscale.launch import auth
-from phmscale.launch.backend import JobRecord
 from phmscale.launch.errors import (
     ClusterAuthError,
     ClusterUnreachable,
@@ -27,6 +26,7 @@ from phmscale.launch.errors import (
 )
 from phmscale.launch.mlflow_link import attach_runs
 from phmscale.launch.package import Submission
+from phmscale.launch.record import JobRecord
 
 # Ray's client lets these override the address it is given; ours must win.
 _ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")

@@ -2,7 +2,7 @@
 
 `python -m torch.distributed.run … -m phmscale.launch.torchx_entry --spec B64`
 
-The job arrives resolved in the command (`torchx_app.encode_spec`), its secrets as `${VAR}`
+The job arrives resolved in the command (`torchx.encode_spec`), its secrets as `${VAR}`
 references read here from the role's environment. torchrun exports RANK/WORLD_SIZE/
 LOCAL_RANK/MASTER_ADDR/MASTER_PORT; TorchX exports TORCHX_JOB_ID (the app handle), which tags
 the MLflow run. Exit codes: 0 done, 2 invalid input (the job, its data, a checkpoint folder of
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(encoded: str) -> int:
     from phmscale.data import check_data
-    from phmscale.launch.torchx_app import decode_spec
+    from phmscale.launch.torchx import decode_spec
     from phmscale.spec import load_job_dict
     from phmscale.train.job import Launch, run_job
 

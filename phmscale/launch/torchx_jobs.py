@@ -1,29 +1,179 @@
-"""Submitting and managing TorchX apps: `submit`, then `status`, `wait`, `logs`, `stop` and
-`list_jobs` on handles `scheduler://session/app_id`.
+"""TorchX, part 2 of 3: the client — `--scheduler-arg` parsing, `submit`, then `status`,
+`wait`, `logs`, `stop` and `list_jobs` on handles `scheduler://session/app_id`, and `TorchXJobs`,
+the backend `phmscale status/logs/stop/list` use for those handles (`launch.backend`).
 
-local_cwd ranks are children of the submitting process (TorchX keeps no record of them
-elsewhere): `submit` must be followed by `wait`, and the process's exit ends them. Their logs
-stay under `local_log_root()`, so status/logs/list also work from another process.
+One TorchX runner per process (`runner`): local_cwd ranks are children of the submitting
+process (TorchX keeps no record of them elsewhere), so `submit` must be followed by `wait`, and
+the process's exit ends them. Their logs stay under `local_log_root()`, so status/logs/list also
+work from another process. Scheduler-client errors become messages (`ask`), never tracebacks.
+
+`--scheduler-arg key=value`: an unknown key is an error that names the closest valid one; a
+value is cast to its TorchX run option's type; required run options must be given.
 """
 
+import atexit
+import difflib
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List  # noqa: UP035 (TorchX's run options use typing spellings)
 
-from phmscale.errors import InvalidInputError
-from phmscale.launch.torchx_app import ROLE, app_for
-from phmscale.launch.torchx_args import (
+from phmscale.errors import InvalidInputError, PhmscaleError
+from phmscale.launch.record import JobRecord
+from phmscale.launch.torchx import (
+    MEM_MB_PER_RANK,
+    ROLE,
     SHARED_FS,
     TORCHX_SCHEDULERS,
-    local_log_root,
+    app_for,
     parse_scheduler,
-    parse_scheduler_args,
+    require_torchx,
+    specs,
 )
-from phmscale.launch.torchx_runner import ask, runner
 from phmscale.spec import JobSpec
+
+_RUNNER: Any = None
+
+
+def runner() -> Any:
+    """One TorchX runner per process: local_cwd apps are children of the runner that started
+    them, so status/logs/stop on them must reach the same runner. It is closed at exit, which
+    ends this process's local_cwd apps (TorchX's __del__ is not guaranteed to run then, and
+    an orphaned torchrun would hold its ranks forever)."""
+    global _RUNNER
+    require_torchx()
+    if _RUNNER is None:
+        from torchx.runner import get_runner
+
+        _RUNNER = get_runner()
+        atexit.register(_RUNNER.close)
+    return _RUNNER
+
+
+def ask(sched: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """A runner call whose scheduler-client errors become messages (never tracebacks)."""
+    from torchx.specs.api import InvalidRunConfigException, UnknownAppException
+
+    try:
+        return call(*args, **kwargs)
+    except PhmscaleError:
+        raise
+    except UnknownAppException as error:
+        raise InvalidInputError(f"no such TorchX app: {error}") from None
+    except InvalidRunConfigException as error:
+        raise InvalidInputError(f"torchx:{sched}: {error}") from None
+    except ImportError as error:
+        raise PhmscaleError(f"torchx:{sched} needs the Python package {error.name!r}: "
+                            f"pip install {error.name}") from None
+    except Exception as error:  # kubernetes' ApiException, squeue/scancel failures, …
+        raise PhmscaleError(f"torchx:{sched}: {type(error).__name__}: {error}") from None
+
+
+# phmscale's own --scheduler-arg keys, next to each scheduler's TorchX run options.
+PHMSCALE_OPTS: dict[str, tuple] = {
+    "image": (str, "container image (default: ghcr.io/phmscale/phmscale:cpu, or :cuda when "
+                   "resources.gpus_per_worker > 0)"),
+    "nproc_per_node": (int, "ranks per node; resources.workers must divide by it"),
+    "mem_mb": (int, f"memory per node in MB (default {MEM_MB_PER_RANK} × nproc_per_node)"),
+    "max_retries": (int, "scheduler-level retries of the whole app (default 0)"),
+    "mount": (list, "repeatable, container schedulers: type=volume,src=<PVC>,dst=/mnt/x "
+                    "(kubernetes) or type=bind,src=/host/path,dst=/mnt/x (local_docker)"),
+}
+
+
+def local_log_root() -> Path:
+    """Where local_cwd apps keep their logs: $PHMSCALE_CACHE/torchx, else ~/.cache/phmscale/torchx."""
+    base = os.environ.get("PHMSCALE_CACHE") or "~/.cache/phmscale"
+    return Path(base).expanduser() / "torchx"
+
+
+def _runopts(scheduler: str) -> Any:
+    return runner().scheduler_run_opts(scheduler)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def valid_keys(scheduler: str) -> dict[str, str]:
+    """--scheduler-arg keys for `scheduler`: TorchX's run options, then phmscale's own."""
+    keys = {}
+    for key, opt in _runopts(scheduler):
+        need = "required" if opt.is_required else f"default {opt.default!r}"
+        keys[key] = f"{_type_name(opt.opt_type)}, {need}: {opt.help}"
+    for key, (tp, text) in PHMSCALE_OPTS.items():
+        keys[key] = f"{tp.__name__}: {text}"
+    return keys
+
+
+def _cast(key: str, raw: str, tp: Any) -> Any:
+    """A --scheduler-arg value typed as its run option says; a value that is not is an error."""
+    try:
+        if tp is bool:
+            low = raw.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return low in ("true", "1", "yes")
+        if tp in (int, float, str):
+            return tp(raw)
+        if tp == List[str]:  # noqa: UP006
+            return [v for v in raw.replace(";", ",").split(",") if v]
+        if tp == Dict[str, str]:  # noqa: UP006
+            pairs = [p for p in raw.replace(";", ",").split(",") if p]
+            return {k: v for k, v in (p.split(":", 1) if ":" in p else p.split("=", 1)
+                                      for p in pairs)}
+    except ValueError:
+        pass
+    raise InvalidInputError(f"--scheduler-arg {key}={raw}: expected {_type_name(tp)}"
+                            + (" (k:v pairs, comma-separated)" if tp == Dict[str, str] else ""))  # noqa: UP006
+
+
+def parse_scheduler_args(scheduler: str, items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`k=v` items → (TorchX run config, phmscale options). Unknown keys are errors that list
+    the valid ones; list-typed options may repeat (values accumulate)."""
+    opts = {key: opt for key, opt in _runopts(scheduler)}
+    cfg: dict[str, Any] = {}
+    ours: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise InvalidInputError(f"--scheduler-arg {item!r} must look like key=value")
+        if key in opts:
+            value = _cast(key, raw, opts[key].opt_type)
+            if isinstance(value, list) and isinstance(cfg.get(key), list):
+                value = cfg[key] + value
+            elif isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                value = {**cfg[key], **value}
+            cfg[key] = value
+        elif PHMSCALE_OPTS.get(key, (None,))[0] is list:  # mount: TorchX's own token syntax
+            tokens = [t for t in raw.split(",") if t]
+            try:
+                specs.parse_mounts(tokens)
+            except (KeyError, ValueError) as error:
+                raise InvalidInputError(f"--scheduler-arg {key}={raw}: {error}") from None
+            ours.setdefault(key, []).extend(tokens)
+        elif key in PHMSCALE_OPTS:
+            ours[key] = _cast(key, raw, PHMSCALE_OPTS[key][0])
+        else:
+            valid = valid_keys(scheduler)
+            close = difflib.get_close_matches(key, list(valid), n=1)
+            listing = "\n".join(f"  {k} ({v})" for k, v in valid.items())
+            raise InvalidInputError(
+                f"unknown --scheduler-arg {key!r} for torchx:{scheduler}"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f"\nvalid keys for torchx:{scheduler}:\n{listing}")
+    for key, opt in opts.items():
+        if opt.is_required and key not in cfg:
+            raise InvalidInputError(
+                f"torchx:{scheduler} needs --scheduler-arg {key}=… ({opt.help})")
+    if scheduler == "local_cwd" and "log_dir" not in cfg:
+        cfg["log_dir"] = str(local_log_root())  # kept, so status/logs work from another process
+    return cfg, ours
+
 
 _HANDLE = re.compile(r"^(?P<scheduler>[a-z_]+)://(?P<session>[^/]+)/(?P<app_id>.+)$")
 
@@ -77,12 +227,6 @@ def _check_storage(spec: JobSpec, sched: str, nnodes: int, mounted: bool,
                 "not shared, so each pod would keep only its own shards. Mount a ReadWriteMany "
                 "claim and write there: --scheduler-arg mount=type=volume,src=<claim>,"
                 f"dst=/mnt/checkpoints --set checkpoint.dir=/mnt/checkpoints/{spec.name}")
-
-
-def is_torchx_handle(job_id: str) -> bool:
-    """True for `scheduler://session/app_id` with a TorchX scheduler name (no torchx import)."""
-    match = _HANDLE.match(job_id)
-    return bool(match) and match["scheduler"] in TORCHX_SCHEDULERS
 
 
 def parse_handle(handle: str) -> tuple[str, str, str]:
@@ -205,3 +349,48 @@ def list_jobs(scheduler: str) -> list[dict[str, Any]]:
         return jobs
     found = ask(sched, runner().list, sched)
     return [{"handle": a.app_handle, "app_id": a.app_id, "state": a.state.name} for a in found]
+
+
+# TorchX's states in the words JobRecord uses (Ray's); UNKNOWN stays UNKNOWN (not terminal).
+RECORD_STATUS = {"UNSUBMITTED": "PENDING", "SUBMITTED": "PENDING", "PENDING": "PENDING",
+                 "RUNNING": "RUNNING", "SUCCEEDED": "SUCCEEDED", "FAILED": "FAILED",
+                 "CANCELLED": "STOPPED", "UNKNOWN": "UNKNOWN"}
+
+
+class TorchXJobs:
+    """`JobBackend` for TorchX handles on one scheduler."""
+
+    def __init__(self, scheduler: str):
+        self.scheduler = parse_scheduler(scheduler)
+        self.name = f"torchx:{self.scheduler}"
+
+    def _record(self, info: dict[str, Any]) -> Any:
+        app_id = info["app_id"].rsplit(":", 1)[-1]  # kubernetes: namespace:name
+        return JobRecord(job_id=info["handle"], status=RECORD_STATUS[info["state"]],
+                         name=re.sub(r"-[a-z0-9]{8,}$", "", app_id), message=info.get("msg") or "",
+                         backend=self.name, dashboard_url=info.get("ui_url"))
+
+    def status(self, job_id: str) -> Any:
+        return self._record(status(job_id))
+
+    def logs(self, job_id: str) -> str:
+        return "".join(line + "\n" for line in logs(job_id))
+
+    def follow(self, job_id: str, write: Any) -> Any:
+        for line in logs(job_id, follow=True):
+            write(line + "\n")
+        return self._record(wait(job_id))
+
+    def stop(self, job_id: str) -> Any:
+        stop(job_id)
+        return self._record(status(job_id))
+
+    def list(self, everything: bool = False) -> list[Any]:  # every app is listed
+        return [self._record({**job, "msg": ""}) for job in list_jobs(self.scheduler)]
+
+
+def backend_for(handle_or_scheduler: str) -> TorchXJobs:
+    """The backend for a handle (`slurm://torchx/123`) or a scheduler (`torchx:slurm`)."""
+    if "://" in handle_or_scheduler:
+        return TorchXJobs(parse_handle(handle_or_scheduler)[0])
+    return TorchXJobs(handle_or_scheduler)

@@ -30,8 +30,6 @@ from phmscale.models.resnet_plan import layer_shapes, resnet_params
 from phmscale.models.summary import MemoryEstimate, ModelSummary, memory_per_worker, summarize
 from phmscale.models.transformer import PHMTransformer, bits_per_byte
 
-build = build_model  # DESIGN.md's flow calls it `models.build(spec.model)`
-
 __all__ = [
     "ALGEBRA_MULTS",
     "Algebra",
@@ -47,7 +45,6 @@ __all__ = [
     "VARIANTS",
     "algebra_forward_flops",
     "bits_per_byte",
-    "build",
     "build_model",
     "build_on_meta",
     "decode_bytes",

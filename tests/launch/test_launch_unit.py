@@ -68,7 +68,7 @@ def test_job_handles_dispatch():
     assert not is_handle("quickstart-20250101-000000-ab12")
     assert not is_handle("http://127.0.0.1:8265")
     assert is_handle("kubernetes://session/app-123")
-    with pytest.raises(UnknownJob, match="no backend serves scheduler 'nosuch'"):
+    with pytest.raises(UnknownJob, match="'nosuch' is not a TorchX scheduler"):
         backend_for("nosuch://session/app-123", None)
 
 

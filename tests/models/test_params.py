@@ -19,7 +19,7 @@ def count(model: torch.nn.Module, names: list[str] | None = None) -> int:
 
 
 def linear(fan_in: int, fan_out: int, n: int, phm: bool) -> int:
-    """DESIGN.md: out·in/n (+ n³ learned rules) + out bias."""
+    """The layer contract: out·in/n (+ n³ learned rules) + out bias."""
     return fan_out * fan_in // n + (n**3 if phm else 0) + fan_out
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from phmscale.errors import InvalidInputError
 from phmscale.launch import torchx as tx
+from phmscale.launch import torchx_jobs as txj
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,26 +27,26 @@ def _shell_app(name: str, script: str):
 
 
 def _run_here(name: str, script: str) -> str:
-    cfg, _ = tx.parse_scheduler_args("local_cwd", [])
-    return tx._runner().run(_shell_app(name, script), "local_cwd", cfg=cfg)
+    cfg, _ = txj.parse_scheduler_args("local_cwd", [])
+    return txj.runner().run(_shell_app(name, script), "local_cwd", cfg=cfg)
 
 
 def test_status_logs_list_of_a_finished_app():
     handle = _run_here("echoes", "echo first; echo second; exit 0")
-    info = tx.wait(handle, timeout=60, poll_s=0.2)
+    info = txj.wait(handle, timeout=60, poll_s=0.2)
     assert info["state"] == "SUCCEEDED" and info["terminal"] and info["succeeded"]
     assert info["scheduler"] == "local_cwd" and handle.endswith(info["app_id"])
-    assert list(tx.logs(handle)) == ["first", "second"]
-    assert list(tx.logs(handle, follow=True)) == ["first", "second"]
-    listed = {job["handle"]: job["state"] for job in tx.list_jobs("torchx:local_cwd")}
+    assert list(txj.logs(handle)) == ["first", "second"]
+    assert list(txj.logs(handle, follow=True)) == ["first", "second"]
+    listed = {job["handle"]: job["state"] for job in txj.list_jobs("torchx:local_cwd")}
     assert listed[handle] == "SUCCEEDED"
-    record = tx.backend_for(handle).status(handle)
+    record = txj.backend_for(handle).status(handle)
     assert (record.status, record.terminal, record.backend) == ("SUCCEEDED", True, "torchx:local_cwd")
     assert record.name == "echoes"
 
     # Another process sees what TorchX left in the log directory.
-    code = ("import json, sys; from phmscale.launch import torchx as tx; h = sys.argv[1]; "
-            "print(json.dumps([tx.status(h)['state'], list(tx.logs(h))]))")
+    code = ("import json, sys; from phmscale.launch import torchx_jobs as txj; h = sys.argv[1]; "
+            "print(json.dumps([txj.status(h)['state'], list(txj.logs(h))]))")
     out = subprocess.run([sys.executable, "-c", code, handle], capture_output=True, text=True,
                          timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["SUCCEEDED", ["first", "second"]]
@@ -54,23 +55,23 @@ def test_status_logs_list_of_a_finished_app():
 def test_follow_and_stop_a_running_app():
     handle = _run_here("sleeper", "echo started; sleep 120; echo never")
     deadline = time.monotonic() + 30
-    while tx.status(handle)["state"] != "RUNNING" and time.monotonic() < deadline:
+    while txj.status(handle)["state"] != "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.2)
-    tx.stop(handle)
-    info = tx.status(handle)
+    txj.stop(handle)
+    info = txj.status(handle)
     assert info["state"] == "CANCELLED" and info["terminal"] and not info["succeeded"]
-    assert tx.backend_for(handle).status(handle).status == "STOPPED"
-    assert "never" not in list(tx.logs(handle))
+    assert txj.backend_for(handle).status(handle).status == "STOPPED"
+    assert "never" not in list(txj.logs(handle))
 
 
 def test_local_apps_end_with_the_process_that_started_them(tmp_path):
     """A submitter that exits without waiting takes its local_cwd ranks with it."""
     marker = tmp_path / "alive"
-    code = ("import sys; from phmscale.launch import torchx as tx; from torchx import specs; "
-            "cfg, _ = tx.parse_scheduler_args('local_cwd', []); "
+    code = ("import sys; from phmscale.launch import torchx_jobs as txj; from torchx import specs; "
+            "cfg, _ = txj.parse_scheduler_args('local_cwd', []); "
             "app = specs.AppDef('orphan', [specs.Role('trainer', image='', entrypoint='bash', "
             f"args=['-c', 'while true; do touch {marker}; sleep 0.2; done'])]); "
-            "h = tx._runner().run(app, 'local_cwd', cfg=cfg); "
+            "h = txj.runner().run(app, 'local_cwd', cfg=cfg); "
             "import time, pathlib; m = pathlib.Path(sys.argv[1]); "
             "[time.sleep(0.1) for _ in range(300) if not m.exists()]; print(h)")
     out = subprocess.run([sys.executable, "-c", code, str(marker)], capture_output=True,
@@ -80,16 +81,16 @@ def test_local_apps_end_with_the_process_that_started_them(tmp_path):
     before = marker.stat().st_mtime
     time.sleep(1.5)
     assert marker.stat().st_mtime == before, "the app outlived its submitter"
-    assert tx.status(handle)["state"] in ("CANCELLED", "UNKNOWN", "SUCCEEDED", "FAILED")
+    assert txj.status(handle)["state"] in ("CANCELLED", "UNKNOWN", "SUCCEEDED", "FAILED")
 
 
 def test_unknown_handles_are_input_errors():
     with pytest.raises(InvalidInputError, match="no such TorchX app"):
-        tx.status("local_cwd://torchx/nothing-here")
+        txj.status("local_cwd://torchx/nothing-here")
     with pytest.raises(InvalidInputError, match="no such TorchX app"):
-        tx.stop("local_cwd://torchx/nothing-here")
+        txj.stop("local_cwd://torchx/nothing-here")
     with pytest.raises(InvalidInputError, match="not a TorchX handle"):
-        tx.status("quickstart-20250101-120000-ab12")
+        txj.status("quickstart-20250101-120000-ab12")
 
 
 @pytest.mark.slow
@@ -107,14 +108,14 @@ def test_two_ranks_train_checkpoint_and_log_one_mlflow_run(tmp_path):
     job = "jobs/quickstart.yaml"
     spec = load_job(ROOT / job, sets)
     began = time.monotonic()
-    handle = tx.submit(spec, "torchx:local_cwd", [])
+    handle = txj.submit(spec, "torchx:local_cwd", [])
     assert handle.startswith("local_cwd://torchx/quickstart-phm-vit-digits-")
     try:
-        info = tx.wait(handle, timeout=270, poll_s=1.0)
+        info = txj.wait(handle, timeout=270, poll_s=1.0)
     finally:
-        if not tx.status(handle)["terminal"]:
-            tx.stop(handle)  # never leave ranks behind
-    log = "\n".join(tx.logs(handle))
+        if not txj.status(handle)["terminal"]:
+            txj.stop(handle)  # never leave ranks behind
+    log = "\n".join(txj.logs(handle))
     assert info["state"] == "SUCCEEDED", log[-6000:]
     assert time.monotonic() - began < 270
 
@@ -139,7 +140,7 @@ def test_two_ranks_train_checkpoint_and_log_one_mlflow_run(tmp_path):
 def _wait_for(handle, what, predicate, timeout=240.0):
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert not tx.status(handle)["terminal"], "\n".join(tx.logs(handle))[-4000:]
+        assert not txj.status(handle)["terminal"], "\n".join(txj.logs(handle))[-4000:]
         assert time.monotonic() < deadline, f"no {what} within {timeout} s"
         time.sleep(0.5)
 
@@ -181,12 +182,12 @@ def test_stop_checkpoints_both_ranks_at_the_current_step(tmp_path):
 
     ckpt = tmp_path / "ckpt"
     spec = load_job(ROOT / "jobs/quickstart.yaml", _sets(tmp_path, every=100000))
-    handle = tx.submit(spec, "torchx:local_cwd", [])
+    handle = txj.submit(spec, "torchx:local_cwd", [])
     try:
         _wait_for(handle, "training", lambda: _run_id(ckpt))
         time.sleep(3)  # some steps
     finally:
-        tx.stop(handle)
+        txj.stop(handle)
     assert _stopped_run(tmp_path, _run_id(ckpt)).info.status == "KILLED"
     (saved,) = list_checkpoints(ckpt)
     assert 0 < saved.step < 100000

@@ -213,12 +213,12 @@ def test_slurm_script_runs_phmscale_submit_with_a_valid_job(tmp_path):
     spec = _job_of(args[1:])
     assert spec.resources.workers == 4 and spec.resources.gpus_per_worker == 1
     assert spec.checkpoint.dir == f"{ROOT}/checkpoints/lm-pystdlib-phm-n4"
-    from phmscale.launch import torchx as tx
+    from phmscale.launch import torchx_jobs as txj
 
     scheduler_args = [args[i + 1] for i, a in enumerate(args) if a == "--scheduler-arg"]
-    cfg, ours = tx.parse_scheduler_args("slurm", scheduler_args)
+    cfg, ours = txj.parse_scheduler_args("slurm", scheduler_args)
     assert cfg["partition"] == "gpu" and ours == {"nproc_per_node": 2}
-    info = tx.submit(spec, "torchx:slurm", scheduler_args, dryrun=True)
+    info = txj.submit(spec, "torchx:slurm", scheduler_args, dryrun=True)
     script = info.request.materialize()
     assert script.count("#SBATCH --job-name=trainer-") == 2
     assert "--nnodes 2 --nproc_per_node 2" in script and "--gpus-per-task=2" in script
@@ -269,6 +269,7 @@ def test_phmscale_commands_use_real_submit_flags():
 def test_docs_commands_name_valid_jobs_flags_and_scheduler_args():
     """docs/clusters.md ("Running on a cluster"): every `phmscale submit` in its shell blocks."""
     from phmscale.launch import torchx as tx
+    from phmscale.launch import torchx_jobs as txj
 
     text = (ROOT / "docs" / "clusters.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
@@ -281,7 +282,7 @@ def test_docs_commands_name_valid_jobs_flags_and_scheduler_args():
         if "--scheduler" in args:
             scheduler = tx.parse_scheduler(args[args.index("--scheduler") + 1])
             items = [args[i + 1] for i, a in enumerate(args) if a == "--scheduler-arg"]
-            tx.parse_scheduler_args(scheduler, items)
+            txj.parse_scheduler_args(scheduler, items)
             assert spec.resources.workers >= 1
         else:
             assert "--address" in args, command

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from phmscale.launch.torchx_app import UNLIMITED_RESTARTS, app_for
+from phmscale.launch.torchx import UNLIMITED_RESTARTS, app_for
 from phmscale.spec import load_job
 
 ROOT = Path(__file__).resolve().parents[2]

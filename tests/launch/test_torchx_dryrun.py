@@ -12,6 +12,7 @@ import yaml
 
 from phmscale.errors import InvalidInputError, PhmscaleError
 from phmscale.launch import torchx as tx
+from phmscale.launch import torchx_jobs as txj
 from phmscale.spec import load_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ def _torchrun_args(command: str) -> list[str]:
 
 def _shipped(args: list[str]) -> dict:
     """The job a role's command carries (the ranks never re-read a job file)."""
-    from phmscale.launch.torchx_app import decode_spec
+    from phmscale.launch.torchx import decode_spec
 
     assert args[args.index(tx.ENTRY_MODULE) + 1] == "--spec"
     return decode_spec(args[args.index("--spec") + 1])
@@ -103,7 +104,7 @@ def test_kubernetes_dryrun_request():
     pytest.importorskip("kubernetes", reason="TorchX's kubernetes scheduler needs `kubernetes`")
     sets = [*GPU_SETS, "checkpoint.dir=/mnt/checkpoints/lm"]
     spec = _spec(sets)
-    info = tx.submit(spec, "torchx:kubernetes",
+    info = txj.submit(spec, "torchx:kubernetes",
                      ["queue=research", "namespace=ml",
                       "mount=type=volume,src=phmscale-checkpoints,dst=/mnt/checkpoints"],
                      dryrun=True)
@@ -153,12 +154,12 @@ def test_submit_catches_storage_that_would_fail_or_vanish():
     for sets, scheduler, scheduler_args, message in cases:
         sets = ["resources.workers=2", *sets]
         with pytest.raises(PhmscaleError, match=message):
-            tx.submit(_spec(sets), scheduler, scheduler_args)
+            txj.submit(_spec(sets), scheduler, scheduler_args)
 
 
 def test_slurm_dryrun_request():
     spec = _spec(GPU_SETS)
-    info = tx.submit(spec, "torchx:slurm", ["partition=gpu", "time=01:30:00"], dryrun=True)
+    info = txj.submit(spec, "torchx:slurm", ["partition=gpu", "time=01:30:00"], dryrun=True)
     script = info.request.materialize()
     assert script.count("#SBATCH --job-name=trainer-") == 4  # one het-job component per node
     assert script.count("#SBATCH hetjob") == 3
@@ -198,7 +199,7 @@ def test_the_component_loads_through_torchx_cli():
     assert "--gpus-per-task=1" in text
     import re
 
-    from phmscale.launch.torchx_app import decode_spec
+    from phmscale.launch.torchx import decode_spec
 
     shipped = decode_spec(re.search(r"--spec ([A-Za-z0-9+/=]{20,})", text).group(1))
     assert shipped["resources"]["workers"] == 2 and shipped["resources"]["gpus_per_worker"] == 1

@@ -6,11 +6,12 @@ import pytest
 
 from phmscale.errors import InvalidInputError
 from phmscale.launch import torchx as tx
+from phmscale.launch import torchx_jobs as txj
 
 
 def test_unknown_scheduler_arg_lists_the_valid_keys():
     with pytest.raises(InvalidInputError) as caught:
-        tx.parse_scheduler_args("slurm", ["partition=gpu", "partiton=gpu2"])
+        txj.parse_scheduler_args("slurm", ["partition=gpu", "partiton=gpu2"])
     message = str(caught.value)
     assert "unknown --scheduler-arg 'partiton' for torchx:slurm" in message
     assert "did you mean 'partition'?" in message
@@ -21,7 +22,7 @@ def test_unknown_scheduler_arg_lists_the_valid_keys():
 
 def test_unknown_key_on_kubernetes_lists_its_runopts():
     with pytest.raises(InvalidInputError) as caught:
-        tx.parse_scheduler_args("kubernetes", ["queue=default", "namespce=ml"])
+        txj.parse_scheduler_args("kubernetes", ["queue=default", "namespce=ml"])
     message = str(caught.value)
     assert "did you mean 'namespace'?" in message
     assert "  queue (str, required:" in message
@@ -29,24 +30,24 @@ def test_unknown_key_on_kubernetes_lists_its_runopts():
 
 
 def test_values_are_typed_by_runopts():
-    cfg, ours = tx.parse_scheduler_args(
+    cfg, ours = txj.parse_scheduler_args(
         "local_docker", ["privileged=true", "copy_env=A", "copy_env=B,C", "env=X:1,Y:2",
                          "image=img:1", "nproc_per_node=4"])
     assert cfg == {"privileged": True, "copy_env": ["A", "B", "C"], "env": {"X": "1", "Y": "2"}}
     assert ours == {"image": "img:1", "nproc_per_node": 4}
-    cfg, _ = tx.parse_scheduler_args("local_cwd", ["auto_set_cuda_visible_devices=0"])
+    cfg, _ = txj.parse_scheduler_args("local_cwd", ["auto_set_cuda_visible_devices=0"])
     assert cfg["auto_set_cuda_visible_devices"] is False
-    assert cfg["log_dir"] == str(tx.local_log_root())  # kept for status/logs from elsewhere
+    assert cfg["log_dir"] == str(txj.local_log_root())  # kept for status/logs from elsewhere
 
 
 def test_mounts_take_torchx_syntax_and_repeat():
-    _, ours = tx.parse_scheduler_args("kubernetes", [
+    _, ours = txj.parse_scheduler_args("kubernetes", [
         "queue=q", "mount=type=volume,src=ckpt,dst=/mnt/checkpoints",
         "mount=type=volume,src=data,dst=/mnt/data,readonly"])
     assert ours["mount"] == ["type=volume", "src=ckpt", "dst=/mnt/checkpoints",
                              "type=volume", "src=data", "dst=/mnt/data", "readonly"]
     with pytest.raises(InvalidInputError, match="mount=type=nfs,src=x,dst=/y: invalid mount type"):
-        tx.parse_scheduler_args("kubernetes", ["queue=q", "mount=type=nfs,src=x,dst=/y"])
+        txj.parse_scheduler_args("kubernetes", ["queue=q", "mount=type=nfs,src=x,dst=/y"])
 
 
 @pytest.mark.parametrize("item, expected", [
@@ -56,12 +57,12 @@ def test_mounts_take_torchx_syntax_and_repeat():
 ])
 def test_bad_values_are_errors(item, expected):
     with pytest.raises(InvalidInputError, match=expected):
-        tx.parse_scheduler_args("local_docker", [item])
+        txj.parse_scheduler_args("local_docker", [item])
 
 
 def test_required_runopt_missing():
     with pytest.raises(InvalidInputError, match="torchx:kubernetes needs --scheduler-arg queue="):
-        tx.parse_scheduler_args("kubernetes", [])
+        txj.parse_scheduler_args("kubernetes", [])
 
 
 def test_torchx_ray_is_rejected_with_the_reason():
@@ -86,25 +87,23 @@ def test_scheduler_names():
     assert tx.parse_scheduler("slurm") == "slurm"
 
 
-def test_is_torchx_handle():
-    assert tx.is_torchx_handle("local_cwd://torchx/quickstart-abc123")
-    assert tx.is_torchx_handle("kubernetes://torchx/default:quickstart-abc123")
-    assert tx.is_torchx_handle("slurm://torchx/12345")
-    assert tx.is_torchx_handle("ray://torchx/raysubmit_1")  # a TorchX handle, rejected later
-    assert not tx.is_torchx_handle("quickstart-20250101-120000-ab12")
-    assert not tx.is_torchx_handle("raysubmit_XYZ")
-    assert not tx.is_torchx_handle("http://127.0.0.1:8265/job")
+def test_torchx_handles_parse_and_unsupported_schedulers_explain():
+    assert txj.parse_handle("kubernetes://torchx/default:quickstart-abc123") == (
+        "kubernetes", "torchx", "default:quickstart-abc123")
+    assert txj.parse_handle("slurm://torchx/12345")[0] == "slurm"
+    with pytest.raises(InvalidInputError, match="not a TorchX handle"):
+        txj.parse_handle("quickstart-20250101-120000-ab12")
     with pytest.raises(InvalidInputError, match="removed its Ray scheduler"):
-        tx.status("ray://torchx/raysubmit_1")
+        txj.status("ray://torchx/raysubmit_1")
 
 
 def test_backend_dispatch_reaches_torchx():
     from phmscale.launch.backend import backend_for
 
     backend = backend_for("slurm://torchx/12345", None)
-    assert isinstance(backend, tx.TorchXJobs)
+    assert isinstance(backend, txj.TorchXJobs)
     assert backend.name == "torchx:slurm"
-    assert tx.backend_for("torchx:kubernetes").scheduler == "kubernetes"
+    assert txj.backend_for("torchx:kubernetes").scheduler == "kubernetes"
     with pytest.raises(InvalidInputError, match="removed its Ray scheduler"):
         backend_for("ray://torchx/x", None)
 
@@ -114,4 +113,4 @@ def test_scheduler_client_failures_are_messages(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sacct/squeue here
     with pytest.raises(PhmscaleError, match=r"torchx:slurm: FileNotFoundError.*sacct"):
-        tx.status("slurm://torchx/123")
+        txj.status("slurm://torchx/123")
