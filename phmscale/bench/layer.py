@@ -6,7 +6,7 @@ warm-up, as medians of repeats; ratios > 1 mean PHM is faster):
   `zero_grad()` does) on `rows` rows of a width × width layer, n in {2, 4, 8, 16}.
 - decode: no grad, eval mode, 1 and 8 rows at width 4096. Weights are read "cold": each call
   uses the next of several copies whose total size is >= 256 MiB, because a real model's
-  layers together exceed the last-level cache (32 MiB on the reference 2-core EPYC) and decode
+  layers together exceed the last-level cache (tens of MiB on a server CPU) and decode
   is bound by reading them; timing one layer again and again would let PHM's n× smaller S sit
   in cache. `decode_hot` repeats one layer (cache-resident when small) for comparison.
 
@@ -15,12 +15,10 @@ PHM implementations do.
 
 On a machine shared with other jobs, set OMP_WAIT_POLICY=PASSIVE (read when torch loads, so in
 the shell): with the default spinning policy every multi-threaded kernel waits for its
-descheduled partner thread. On the reference 2-core VM at load ~4, one PHMLinear decode call
-(n = 4, width 4096) took 22 ms by default, 174 ms with ACTIVE and 2.5 ms with PASSIVE, while
-the single dense GEMV stayed at 4-9 ms. On an idle machine keep the default: PASSIVE puts the
-threads to sleep between kernels, and waking them costs ~0.15 ms per multi-threaded kernel
-(PHM decode at n = 16 runs 3 kernels in 0.4 ms, so it measured 0.67 ms with PASSIVE). Each row
-records `load`.
+descheduled partner thread, which hurts PHM's several small kernels far more than dense's one
+GEMV. On an idle machine keep the default: PASSIVE puts the threads to sleep between kernels,
+and waking them costs more than a small kernel runs (docs/benchmarks.md, "Thread wait policy").
+Each row records `load`.
 """
 
 from __future__ import annotations

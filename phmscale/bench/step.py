@@ -13,10 +13,10 @@ The contenders, all in this process:
 Paired rounds: each round runs every contender once (`steps` steps, by default the job's own up
 to 300, the first `WARMUP` not timed), in an order rotated from round to round, and a ratio is
 the median over rounds of that round's throughput ratio (samples/s over the timed steps, so a
-slow first batch of an epoch counts in full, as it does in a job). The machine's speed drifts
-by seconds here (a 2-core VM: the same contender's median step went from 13.8 to 18.1 ms
-between two runs a few seconds apart), so a contender is only ever compared with the others
-run beside it; `engine_vs_bare_spread` is the max − min of the rounds' engine ratios.
+slow first batch of an epoch counts in full, as it does in a job). A shared machine's speed
+drifts within seconds (by a third between two runs: docs/benchmarks.md, "bench step"), so a
+contender is only ever compared with the others run beside it; `engine_vs_bare_spread` is the
+max − min of the rounds' engine ratios.
 
 The engine's epoch 0 reads and decodes every sample from the tars; from epoch 1 on a loader
 that holds its decoded shards (held.py, `held`) serves them from memory, in this process when
@@ -35,7 +35,7 @@ import torch
 from phmscale.spec import JobSpec
 
 WARMUP = 3
-MAX_STEPS = 300  # 4 contenders × 6 rounds × 300 quickstart steps of ~10 ms: ~1.5 min
+MAX_STEPS = 300  # 4 contenders × 6 rounds × 300 steps: minutes for the quickstart's small steps
 
 
 def _bare_loop(spec: JobSpec, batches: list[tuple[torch.Tensor, torch.Tensor]],

@@ -45,7 +45,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """The loader on first use: it imports torch and webdataset (~1.2 s), which `validate`
+    """The loader on first use: it imports torch and webdataset (slow imports), which `validate`
     and `submit` (check_data) never need; webdataset itself waits for `urls.webdataset()`."""
     if name in ("ShardLoader", "make_loader"):
         from phmscale.data import loader

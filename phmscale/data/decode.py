@@ -51,8 +51,8 @@ def _fields(sample: dict) -> str:
 @functools.lru_cache(maxsize=64)
 def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     """(dtype, shape, fortran order, data offset) of an .npy header, parsed once per distinct
-    header: np.load parses it with ast on every call (~180 µs, more than the rest of a
-    CIFAR-sized sample's decode), while every sample of a packed dataset shares one header."""
+    header: np.load parses it with ast on every call (more than the rest of a CIFAR-sized
+    sample's decode costs), while every sample of a packed dataset shares one header."""
     stream = io.BytesIO(header)
     version = np.lib.format.read_magic(stream)
     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)

@@ -85,10 +85,10 @@ class ReadState:
 
 
 # A DataLoader worker hands a tensor to the main process through shared memory: a file per
-# storage, its descriptor sent over a socket, mmap'd on arrival, ~0.85 ms per chunk whatever its
-# size (1 worker, 2-core EPYC). A NumPy array is pickled through the pipe instead, which costs
-# by the byte: 0.16 ms for an 8×8 digits chunk of 64 (16 KiB), but 1.7 ms at 0.75 MiB against
-# 1.0 ms through shared memory. The quickstart's chunks are 16 KiB, its steps ~11 ms.
+# storage, its descriptor sent over a socket, mmap'd on arrival, a fixed cost per chunk whatever
+# its size. A NumPy array is pickled through the pipe instead, which costs by the byte: cheaper
+# for small chunks (an 8×8 digits chunk of 64 is 16 KiB), dearer for large ones, so chunks up to
+# this size go as NumPy (docs/benchmarks.md, "Worker hand-over").
 PIPE_MAX_BYTES = 128 * 2**10
 
 

@@ -1,11 +1,11 @@
 """Decoded shards a loader process holds in memory across the epochs of a training stream.
 
 Why: the quickstart reads builtin:digits (1617 samples in 8 shards) 12 times in 300 steps, and
-reading a tar and decoding costs ~19 µs a sample in Python (1.2 ms a batch of 64, 2-core EPYC).
-That work ran in a loader worker whose CPU competed with the training step's 2 threads on 2
-cores: the engine with the loader ran at 0.70-0.79× a bare loop on batches in memory, the
-engine alone at 0.93-1.04× (`phmscale bench step`). With the step on the CPU the training
-process now reads the split itself, once (loader.py, `read_inline`).
+reading a tar and decoding each sample in Python every epoch is work a loader worker did on the
+CPU the training step's threads needed, which slowed the engine well below a bare loop on
+batches in memory (`phmscale bench step`; figures in docs/benchmarks.md, "Held shards"). With
+the step on the CPU the training process now reads the split itself, once (loader.py,
+`read_inline`).
 
 What: a shard read whole and clean (every sample shards.json promised, no error, no resume
 skip) is kept as two arrays, x (N, *input_shape) in its decoded dtype and y (N,) int64. An epoch

@@ -154,8 +154,8 @@ class ShardLoader:
         self.cfg = DecodeConfig(m.task, tuple(m.input_shape), m.seq_len, m.num_classes,
                                 m.vocab_size, None)
         # Chunks each worker may hold ready. A new epoch's first chunk waits for its shuffle
-        # buffer to fill (1000 digits samples: ~20 ms, two quickstart steps); DataLoader's
-        # default of 2 let that show as a 5-11 ms data wait every 25 steps. 16 small chunks
+        # buffer to fill (1000 digits samples, a couple of quickstart steps); DataLoader's
+        # default of 2 let that show as a data wait at every epoch start. 16 small chunks
         # hide it; large ones keep to ~64 MiB per worker (float32 bytes of a chunk's inputs).
         sample = math.prod(m.input_shape) if m.task == "classify" else m.seq_len + 1
         self.prefetch = max(2, min(16, (64 << 20) // max(1, 4 * sample * self.batch_size)))
@@ -171,11 +171,10 @@ class ShardLoader:
         # fill the cores this worker has (all of them under `phmscale run`; cpus_per_worker
         # under Ray, which sets OMP_NUM_THREADS to it), so loader workers only timeshare with
         # it or with a neighbouring worker. A held train split kept workers for its first
-        # epoch or two: quickstart epoch 0 took 443 ms with one worker against 312 ms read
-        # here, epoch 1 (the worker serving from its own held shards) 340 against 264, and the
-        # hand-over cost a pickle of the whole split through the pipe and an 11 ms worker
-        # shutdown. A val pass started a worker per evaluation: the quickstart's evaluation
-        # (180 samples) took ~95 ms that way, ~13 ms read here. Both are read here instead.
+        # epoch or two, slower than reading here, and the hand-over cost a pickle of the whole
+        # split through the pipe and a worker shutdown; a val pass started a worker per
+        # evaluation, several times a read here. Both are read here instead (figures:
+        # docs/benchmarks.md, "Reading inline").
         self.read_inline = step_on_cpu and (bool(self.hold_bytes) or not self.train)
         self.skipped: int = 0
         self.last_epoch_skipped: int = 0
@@ -361,10 +360,10 @@ class ShardLoader:
 
         The same batches as iterate(e, offset), iterate(e + 1), … but from one DataLoader whose
         workers live across epochs: starting workers and refilling the shuffle buffer every
-        epoch cost ~73-85 ms on each epoch's first batch of the quickstart job (builtin:digits,
-        25 batches of 64, so 12 epochs in 300 steps; other batches ~3 ms). With the workers
-        kept, that first batch is ~35-45 ms even read back to back, and hidden behind the
-        worker's prefetch when a training step takes ~20 ms.
+        epoch made each epoch's first batch many times slower than the rest (the quickstart,
+        builtin:digits, has 25 batches of 64, so 12 epochs in 300 steps). With the workers
+        kept, the buffer refill is left, and the worker's prefetch hides it behind the
+        training step (figures: docs/benchmarks.md, "Reading inline").
 
         A stream that reads inline (`read_inline`: the split is held and the step runs on
         this CPU) starts no workers: each epoch's roles are read or served from memory here,
@@ -410,9 +409,8 @@ class ShardLoader:
                       held: HeldShards) -> Iterator[dict[str, Any]]:
         """The items the stream's workers would hand over for `epoch`, made in this process:
         a role whose shards `held` has all comes from memory (no tar read, no decode, nothing
-        through a pipe: ~0.05 ms a batch of 64, against ~0.6 ms a batch through a worker's
-        queue on 2 busy cores); any other role reads its tars here and adds the shards that
-        come whole to `held`."""
+        through a pipe: about ten times cheaper a batch than a worker's queue on busy cores);
+        any other role reads its tars here and adds the shards that come whole to `held`."""
         dataset = self._stream_epoch(epoch, start)
         if dataset is not None:
             yield from self._roles_here(dataset, held)

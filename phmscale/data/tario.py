@@ -1,12 +1,12 @@
 """Reading tar shards fast: webdataset's `tarfile_to_samples` with a lean tar member reader.
 
 webdataset reads a shard with Python's `tarfile` in stream mode, which builds a full TarInfo
-per member (every field parsed, both checksums, a dozen method calls): ~80 µs a member on the
-reference 2-core EPYC. A packed sample is 2 members (`.npy` + `.cls`), so an 8×8 digits batch
-of 64 spends ~10 ms in tar headers, as long as the quickstart's whole training step (~11 ms),
-and on 2 cores the loader worker doing it takes that CPU from the step (`phmscale bench step`:
-0.57× of a bare loop). This reader parses only what a sample needs — name, size, type,
-checksum — from each 512-byte header: ~6 µs a member.
+per member (every field parsed, both checksums, a dozen method calls). A packed sample is 2
+members (`.npy` + `.cls`), so for small samples (8×8 digits) the tar headers cost as much as
+the quickstart's whole training step, and on a small CPU the loader worker doing it takes that
+CPU from the step (`phmscale bench step`). This reader parses only what a sample needs — name,
+size, type, checksum — from each 512-byte header, an order of magnitude less per member
+(figures: docs/benchmarks.md, "Tar reader").
 
 Same members, names and errors as tarfile's stream mode for what shards hold:
 - regular files (types '0', '\\0', '7'); other types (directories, links, devices) are skipped,

@@ -68,7 +68,7 @@ _registered = False
 
 def webdataset() -> Any:
     """webdataset, with the fsspec protocols in its gopen scheme table. Imported on first use,
-    not with this module: webdataset imports torch (~1 s), which `phmscale validate` and
+    not with this module: webdataset imports torch (slow), which `phmscale validate` and
     `phmscale submit` never need."""
     global _registered
     import webdataset as wds

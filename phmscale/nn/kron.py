@@ -6,14 +6,7 @@ is contiguous and equals Σᵢ A[i, k, :]ᵀ ⊗ S[i] batched over a:
 
     W4[k] (p, n_j, qz) = A[:, k, :]ᵀ (n_j, n_i) @ S.permute(1, 0, 2) (p, n_i, qz)
 
-so n batched GEMMs write W in its final layout. Why not one GEMM, (n_k·n_j, n) @ (n, p·q·z),
-then a transposing copy: that needs a second W-sized buffer forward and a third (the transposed
-gradient) backward. On Linux a buffer over 32 MiB (glibc's largest mmap threshold) is fresh
-pages every step: at width 4096 (64 MiB) each costs ~45 ms of page faults on the reference VM
-(16 k faults), measured 168-193 ms vs 56-116 ms per forward+backward for this version, and a
-whole training step of a 4096² layer on 512 rows ran at 0.80-0.83× nn.Linear with GEMM + copy
-vs 0.90-0.91× with this version (CPU time, one core). At width 1024 (4 MiB, reused from the
-heap) both build W forward + backward in 2-5 ms and a 2048-row step runs at 0.95-0.97×.
+so n batched GEMMs write W in its final layout, with no second W-sized buffer either way.
 
 Backward, from dW viewed as G4 (n_k, p, n_j, qz):
     dA[:, k, :] = Σ_a S[:, a, :] @ G4[k, a]ᵀ         (bmm over a, then a sum of (p, n, n))
@@ -21,14 +14,10 @@ Backward, from dW viewed as G4 (n_k, p, n_j, qz):
 Both read dW once in place; no transposed copy of it. Multiply-adds: 2·n·out·in per pass, i.e.
 n/rows of the layer's GEMMs (under 1% at n = 16 and 2048 rows).
 
-Below that threshold the loops lose: at width 1024 they are n small batched GEMMs (batch p,
-K = n) each way, 2.1 ms forward and 6.6 ms forward + backward at n = 16 (2 threads, idle
-reference VM), which alone costs 9% of a 2048-row training step (73 ms). So a W that stays in
-the heap (under 32 MiB, where the second buffer costs no page faults) takes `KronSumGemm`: ONE
-GEMM (n_k·n_j, n_i) @ (n_i, p·q·z) plus a transposing copy forward; backward one transposing
-copy of dW and two GEMMs. Measured at width 1024, forward + backward, n = 2/4/8/16: 1.6/2.4/
-3.7/6.6 ms (loops) against 2.0/2.2/2.4/2.6 ms (GEMM); at width 4096 (64 MiB) the loops win,
-41-54 ms against 90-111 ms. n = 2 keeps the loops (2 batched GEMMs; 1.6 ms vs 2.0 ms).
+`KronSumGemm` is the other order: ONE GEMM (n_k·n_j, n_i) @ (n_i, p·q·z) plus a transposing
+copy forward, one transposing copy of dW and two GEMMs backward. It runs fewer, larger GEMMs but
+needs that second W-sized buffer each way; `kron_kernel` says which of the two a W takes.
+Both equal `functional.reference_weight` (a loop of torch.kron), which the tests hold them to.
 """
 
 from __future__ import annotations
@@ -76,7 +65,7 @@ class KronSum(torch.autograd.Function):
 
 
 class KronSumGemm(torch.autograd.Function):
-    """Same op as KronSum, as one GEMM and a transposing copy each way (for W < 32 MiB)."""
+    """Same op as KronSum, as one GEMM and a transposing copy each way (`kron_kernel` says when)."""
 
     @staticmethod
     def forward(ctx: Any, A: Tensor, S: Tensor) -> Tensor:
@@ -104,13 +93,26 @@ class KronSumGemm(torch.autograd.Function):
 
 
 GEMM_MAX_BYTES = 32 * 2**20  # glibc's largest mmap threshold: smaller buffers come from the heap
+GEMM_MIN_N = 4  # at n = 2-3 the loops are 2-3 batched GEMMs, as fast as one GEMM + copy
+
+
+def kron_kernel(n: int, weight_bytes: int) -> type[torch.autograd.Function]:
+    """The builder of a W of `weight_bytes` bytes at algebra dimension n.
+
+    Rule: `KronSumGemm` while n >= GEMM_MIN_N and W < GEMM_MAX_BYTES, else `KronSum`.
+    Why: the loops' n small batched GEMMs (K = n each) cost more than one big GEMM and a copy
+    once n reaches 4, but the GEMM form's extra W-sized buffer is only cheap while glibc serves
+    it from the heap; above its largest mmap threshold (32 MiB on Linux) every step maps fresh
+    pages and their faults cost more than the loops save. Figures: docs/benchmarks.md, "Weight
+    builder".
+    """
+    if n >= GEMM_MIN_N and weight_bytes < GEMM_MAX_BYTES:
+        return KronSumGemm
+    return KronSum
 
 
 def kron_sum(A: Tensor, S: Tensor) -> Tensor:
-    """Σᵢ kron(Aᵢ, Sᵢ) over S's first two axes: (n·p, n·q, *kernel); differentiable.
-
-    One GEMM + copy while W stays under GEMM_MAX_BYTES and n >= 4, else the copy-free loops
-    (measurements in the module doc)."""
-    if S.shape[0] >= 4 and S.numel() * S.shape[0] * S.element_size() < GEMM_MAX_BYTES:
-        return KronSumGemm.apply(A, S)
-    return KronSum.apply(A, S)
+    """Σᵢ kron(Aᵢ, Sᵢ) over S's first two axes: (n·p, n·q, *kernel); differentiable, by the
+    builder `kron_kernel` picks for this n and W's size."""
+    n = S.shape[0]
+    return kron_kernel(n, S.numel() * n * S.element_size()).apply(A, S)

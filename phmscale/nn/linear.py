@@ -67,7 +67,7 @@ class PHMLinear(PHMBase):
         if algorithm == "auto":
             algorithm = choose_algorithm(rows, self.n, self.in_features, cached)
         if algorithm == "structured":
-            if not cached:
+            if not cached:  # S may change every call: S first, which needs no copy of S
                 return structured_linear(x, self.A, self.effective_S(), self.bias)
             if rules_first(rows, self.n):  # against a cached side-by-side S
                 mix, s_cat = self.packed_operands()

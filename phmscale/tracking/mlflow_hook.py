@@ -6,10 +6,9 @@ completes (and at the end): a crash loses only the steps after the last checkpoi
 resumed run recomputes, so every step is logged exactly once.
 
 A flush is one `log_batch` request per 1000 metrics (MLflow's limit per batch), not one per
-step, because each request costs a server round trip and a SQL transaction (~40 ms on a local
-sqlite-backed server): 300 steps × 8 metrics against `mlflow server` on 127.0.0.1 took
-11.9–15.1 s as 300 `mlflow.log_metrics` calls and 0.65–1.6 s as 3 batches (warm server, 3
-runs each, interleaved, on 2 shared CPU cores; the first, cold pair took 88 s and 4.2 s).
+step, because each request costs a server round trip and a SQL transaction, whatever its size:
+batching cuts a run's logging time by an order of magnitude (docs/benchmarks.md, "MLflow
+logging").
 """
 
 from __future__ import annotations
@@ -97,8 +96,8 @@ class MLflowHook(Hooks):
         mlflow.set_tags(tags)
         if not info.resumed:
             # In a thread, so training starts now: the model summary builds the net and its
-            # dense twin and counts FLOPs (~0.5 s in a Ray worker, 1.6 s in a fresh process),
-            # then params, figures and artifacts go to the store. Joined before any flush.
+            # dense twin and counts FLOPs (up to seconds; docs/benchmarks.md), then params,
+            # figures and artifacts go to the store. Joined before any flush.
             self._figures = threading.Thread(target=self._log_run_figures, args=(info,),
                                              name="phmscale-mlflow-figures", daemon=True)
             self._figures.start()

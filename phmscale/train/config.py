@@ -35,9 +35,9 @@ def _zero(stage: int) -> dict[str, Any]:
     """The ZeRO block. Stage 1 partitions only optimizer states, so gradients need no
     contiguous buffer: DeepSpeed's default (contiguous_gradients: true) would still hook every
     parameter's gradient and copy it into a bucket as backward produces it. Off, the gradients
-    are reduced once after backward. On the quickstart (52 parameter tensors, ~12 ms steps on
-    2 CPU cores) the hooks cost ~2 ms a step: 0.83× a bare PyTorch loop with them, 0.97× without
-    (in-memory batches, same run). Stages 2-3 partition gradients and keep the default."""
+    are reduced once after backward. The per-tensor hooks are a fixed cost per step, which
+    shows most on small models with short steps (the quickstart's: docs/benchmarks.md, "ZeRO-1
+    gradient hooks"). Stages 2-3 partition gradients and keep the default."""
     block: dict[str, Any] = {"stage": stage}
     if stage == 1:
         block["contiguous_gradients"] = False

@@ -1,5 +1,6 @@
-"""PHMConv1d/2d/3d: kernel = Σ kron over the channel axes; output = F.convNd with that kernel;
-gradients; parameter counts with groups."""
+"""PHMConv1d/2d/3d: kernel = the reference Σ kron over the channel axes; output = F.convNd with
+that kernel, with and without the eval cache; numerical gradients; parameter counts with groups.
+(phm_conv's autograd gradients against the reference: test_kernels.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck
 
 from phmscale.nn import PHMConv1d, PHMConv2d, PHMConv3d
-from phmscale.nn.functional import phm_conv
-from tests.nn.helpers import assert_close, kron_loop
+from phmscale.nn.functional import phm_conv, reference_weight
+from tests.nn.helpers import assert_close
 
 CONVS = [
     (PHMConv1d, F.conv1d, (9,)),
@@ -27,7 +28,7 @@ def test_conv_matches_dense_conv_with_kron_kernel(cls, conv, spatial, algebra, n
                                                   dtype) -> None:
     torch.manual_seed(0)
     layer = cls(16, 8, 3, n, algebra, stride=2, padding=1, dilation=1, groups=groups, dtype=dtype)
-    W = kron_loop(layer.A, layer.S)
+    W = reference_weight(layer.A, layer.S)
     assert W.shape == (8, 16 // groups, *([3] * len(spatial)))
     assert_close(layer.weight, W)
     x = torch.randn(2, 16, *spatial, dtype=dtype)
