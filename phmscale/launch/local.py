@@ -17,21 +17,15 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 from phmscale.launch import auth
 from phmscale.launch.errors import ClusterUnreachable
+from phmscale.net import free_port
 
 READY_TIMEOUT_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalCluster:
@@ -73,7 +67,7 @@ class LocalCluster:
         self._prepare_auth()
         import ray
 
-        port = _free_port()
+        port = free_port()
         # A private temp dir (short: Ray's socket paths must stay under 107 characters), and in
         # it the `ray_current_cluster` file that `ray start` writes and `ray.init` does not. The
         # job supervisor finds the GCS for the job's driver by reading that file in the

@@ -281,7 +281,9 @@ def train_fn(config: dict[str, Any]) -> None:
     """The per-worker function `TorchTrainer` runs (the process group is already up)."""
     spec: JobSpec = config["spec"]
     if spec.resources.gpus_per_worker == 0:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before anything imports deepspeed
+        from phmscale.train.dist import pin_cpu_accelerator
+
+        pin_cpu_accelerator()
     from phmscale.launch.mlflow_link import job_tag
     from phmscale.train.job import Launch, run_job
 

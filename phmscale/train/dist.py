@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from phmscale.net import free_port
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,10 @@ class DistEnv:
         return "nccl" if self.device.type == "cuda" else "gloo"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def pin_cpu_accelerator() -> None:
+    """DeepSpeed picks its accelerator when it is first imported, and on a machine without
+    CUDA it must be told CPU (else it warns and guesses): call before importing it."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def use_gpu(spec: Any, launcher: str) -> bool:
@@ -61,8 +62,7 @@ def dist_env(use_gpu: bool | None = None) -> DistEnv:
 def init_distributed(env: DistEnv) -> None:
     """Start the process group DeepSpeed will use (idempotent)."""
     if env.device.type == "cpu":
-        # DeepSpeed picks its accelerator at import; CPU needs saying when CUDA is absent.
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        pin_cpu_accelerator()
     else:
         torch.cuda.set_device(env.device)
     import deepspeed
@@ -74,7 +74,7 @@ def init_distributed(env: DistEnv) -> None:
         # A one-member group on a private loopback port, passed explicitly: exporting
         # MASTER_PORT would leak into every subprocess this process starts (and collide).
         os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine reads it
-        dist.init_process_group(env.backend, init_method=f"tcp://127.0.0.1:{_free_port()}",
+        dist.init_process_group(env.backend, init_method=f"tcp://127.0.0.1:{free_port()}",
                                 rank=0, world_size=1)
     # DeepSpeed prints "… shm_comm_op built successfully" to stdout when it loads its CPU
     # op: to stderr with it, so `--json` output on stdout stays JSON.

@@ -9,7 +9,6 @@ is imported only after DS_ACCELERATOR is pinned for CPU runs.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 
 from phmscale.spec import JobSpec
 from phmscale.train.config import check_deepspeed_config, deepspeed_config, lr_lambda, merge
-from phmscale.train.dist import DistEnv, dist_env, init_distributed
+from phmscale.train.dist import DistEnv, dist_env, init_distributed, pin_cpu_accelerator
 from phmscale.train.schedule import LambdaSchedule
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,8 +35,8 @@ class EngineParts:
 def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
     """Config → process group → model → `deepspeed.initialize` for this rank."""
     env = dist_env(use_gpu)
-    if env.device.type == "cpu":  # before DeepSpeed's import picks (and warns about) one
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if env.device.type == "cpu":
+        pin_cpu_accelerator()
     import deepspeed
     from deepspeed.utils import logger as ds_logger
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -68,8 +67,10 @@ def consolidated_state(ref: CheckpointRef) -> dict[str, torch.Tensor]:
     """Full fp32 weights and buffers of the model, from every rank's shards."""
     files = sorted(p.name for p in ref.path.glob("*optim_states.pt"))
     if files:  # ZeRO 1-3: the fp32 master weights live in the optimizer shards
-        if not torch.cuda.is_available():  # before DeepSpeed's import picks (and warns)
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        if not torch.cuda.is_available():
+            from phmscale.train.dist import pin_cpu_accelerator
+
+            pin_cpu_accelerator()
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         with contextlib.redirect_stdout(sys.stderr):  # its progress lines: not our stdout
