@@ -8,20 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phmscale.bench.paper_plan import ATTN, LM, PHM, RESNET
-from phmscale.bench.paper_stats import Group, mean_std
+from phmscale.bench.paper_groups import ATTN, LM, PHM, RESNET, Group
 
 STYLE = {"digits PHM-ViT": "o-", "mnist1d PHM-Transformer": "s-", "reduced attention": "^",
-         "ResNet-20 algebras": "D", "byte LM": "v-"}
+         "ResNet algebras": "D", "byte LM": "v-"}
 
 
 def _points(groups: list[Group], x_attr: str = "params", scale: float = 100.0):  # noqa: ANN202
     pts = []
     for g in groups:
-        mean, std = mean_std(g.quality)
-        x = g.algebra_flops if x_attr == "algebra_flops" else g.first(x_attr)
-        if mean is not None and x:
-            pts.append((x, mean * scale, (std or 0.0) * scale, g.label))
+        x = getattr(g, x_attr)
+        if g.mean is not None and x:
+            pts.append((x, g.mean * scale, (g.std or 0.0) * scale, g.label))
     return sorted(pts)
 
 
@@ -60,15 +58,15 @@ def plot_pareto(sections: dict[str, list[Group]], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
     phm = sections.get(PHM, [])
     ax = axes[0]
-    _draw(ax, _points([g for g in phm if g.group.startswith("phm-digits")]), STYLE[
+    _draw(ax, _points([g for g in phm if g.stem == "phm-digits"]), STYLE[
         "digits PHM-ViT"], "PHM-ViT, n = 1, 2, 4, 8")
     _draw(ax, _points(sections.get(ATTN, [])), STYLE["reduced attention"],
           "reduced attention (dense)")
-    _draw(ax, _points(sections.get(RESNET, [])), STYLE["ResNet-20 algebras"],
-          "ResNet-20 algebras")
+    _draw(ax, _points(sections.get(RESNET, [])), STYLE["ResNet algebras"],
+          "ResNet algebras")
     ax.set_title("8×8 digits: val accuracy vs parameters")
     ax = axes[1]
-    _draw(ax, _points([g for g in phm if g.group.startswith("phm-mnist1d")]),
+    _draw(ax, _points([g for g in phm if g.stem == "phm-mnist1d"]),
           STYLE["mnist1d PHM-Transformer"], "PHM-Transformer, n = 1, 2, 4, 8")
     ax.set_title("MNIST-1D: val accuracy vs parameters")
     for ax in axes[:2]:
@@ -106,9 +104,9 @@ def plot_algebranets(groups: list[Group], out: Path) -> Path | None:
             _draw(ax, _points([g], attr), "o", g.label, annotate=False)
         _log_x(ax)
         ax.set_xlabel(name)
-        ax.set_ylabel("val accuracy % (one seed)")
+        ax.set_ylabel("val accuracy % (mean over seeds)")
         ax.grid(alpha=0.3)
-        ax.set_title(f"ResNet-20, digits: accuracy vs {name.split(' per')[0]}", fontsize=10)
+        ax.set_title(f"ResNet, digits: accuracy vs {name.split(' per')[0]}", fontsize=10)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -131,8 +129,8 @@ def plot_pruning(curves: dict[str, list[tuple[float, float]]], out: Path) -> Pat
             xs, ys = zip(*sorted(pts), strict=True)
             ax.plot([x * 100 for x in xs], ys, "o-", label=label)
     ax.set_xlabel("algebra elements pruned (%)")
-    ax.set_ylabel("val accuracy % (one seed)")
-    ax.set_title("ResNet-20, digits: accuracy vs element sparsity", fontsize=10)
+    ax.set_ylabel("val accuracy % (mean over seeds)")
+    ax.set_title("ResNet, digits: accuracy vs element sparsity", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

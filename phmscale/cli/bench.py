@@ -95,20 +95,22 @@ def step(
 def paper(
     out: Path = typer.Option(Path("docs/results.md"), "--out", help="The report to write; its "
                              "plots go to <out dir>/<out stem>/*.png."),
-    quick: bool = typer.Option(False, "--quick", help="Three 20-step cells and the quick "
-                               "benchmarks (a smoke test, ~3 min; the numbers mean nothing)."),
+    quick: bool = typer.Option(False, "--quick", help="One 20-step cell of three sweeps and "
+                               "the quick benchmarks (a smoke test; the numbers mean nothing)."),
     address: str | None = typer.Option(None, "--address", help="Ray dashboard URL to submit the "
-                                       "cells to; default: one local Ray cluster for the suite."),
+                                       "sweeps to; default: one local Ray cluster for the suite."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store; default "
                                             "sqlite:///<store>/mlflow.db."),
     store: Path = typer.Option(Path("out/paper"), "--store", help="Where the suite keeps its "
-                               "MLflow store, checkpoints, failed cells' logs and suite records."),
-    parallel: int = typer.Option(2, "--parallel", min=1, help="Cells in flight at once (each "
-                                 "takes one CPU)."),
+                               "MLflow store, cells' folders (a rerun resumes them), failed "
+                               "sweeps' logs and suite records."),
+    parallel: int = typer.Option(2, "--parallel", min=1, help="Cells in flight at once, each "
+                                 "sweep's max_concurrent (each cell takes one CPU)."),
     suite: str | None = typer.Option(None, "--suite", help="Re-render the report of a finished "
                                      "suite (its id) from MLflow; trains nothing."),
 ) -> None:
-    """The papers' claims at small scale: every cell a Ray job, tables from MLflow, ~45 min."""
+    """The papers' claims at small scale: jobs/paper/sweeps/*.yaml, each sweep one Ray job
+    (`phmscale sweep`'s path), tables from MLflow."""
     from phmscale.bench.paper import run_suite, suite_file, write_report
     from phmscale.errors import InvalidInputError
 
