@@ -65,8 +65,11 @@ def _groups(axes: list[str], cells: list[dict[str, Any]]) -> list[dict[str, Any]
     for values, members in groups.items():
         row: dict[str, Any] = dict(zip(keys, values, strict=True))
         row["seeds"] = len(members)
+        # a failed or stopped cell's last figures are not its result: averaged only where no
+        # cell of the group finished (an ASHA-stopped group), to show how far it got
+        finished = [m for m in members if m["status"] == "FINISHED"] or members
         for figure in FIGURES:
-            xs = [m[figure] for m in members if m[figure] is not None]
+            xs = [m[figure] for m in finished if m[figure] is not None]
             row[figure] = statistics.fmean(xs) if xs else None
             row[figure + "_std"] = statistics.stdev(xs) if len(xs) > 1 else None
         row["quality_metric"] = members[0]["quality_metric"]
