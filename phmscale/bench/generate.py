@@ -36,7 +36,7 @@ from phmscale.bench.layer import _interleaved_medians
 from phmscale.models.generate import generate
 from phmscale.models.pretrained import fold_dense
 from phmscale.models.registry import build_model
-from phmscale.spec import ModelSpec
+from phmscale.spec import TransformerSpec
 
 NS = (2, 4, 8, 16)
 # (width, depth): 256 fits the last-level cache (3M params, 13 MB); 1024 × 8 (101M, 400 MB)
@@ -47,10 +47,10 @@ FULL = ((256, 4), (1024, 8), (2048, 4))
 PROMPT, NEW_TOKENS = 4, 64
 
 
-def _spec(width: int, depth: int, n: int | None, seq_len: int) -> ModelSpec:
-    return ModelSpec(kind="phm_transformer", algebra="real" if n is None else "phm", n=n,
-                     task="causal_lm", vocab_size=256, seq_len=seq_len, dim=width, depth=depth,
-                     heads=max(1, width // 64), mlp_ratio=4)
+def _spec(width: int, depth: int, n: int | None, seq_len: int) -> TransformerSpec:
+    return TransformerSpec(algebra="real" if n is None else "phm", n=n,
+                           task="causal_lm", vocab_size=256, seq_len=seq_len, dim=width,
+                           depth=depth, heads=max(1, width // 64), mlp_ratio=4)
 
 
 def _params(model: nn.Module) -> int:

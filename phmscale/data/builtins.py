@@ -10,7 +10,8 @@
   depend on the Python version, which is part of the cache key.
 
 Every built-in is packed with 8 shards per split, so 4 ranks × 2 loader workers each get a
-shard. The cache lives in `data.cache_dir`, else $PHMSCALE_CACHE, else ~/.cache/phmscale, under
+shard. The cache lives in `phmscale.paths.cache_root`: `data.cache_dir`, else $PHMSCALE_CACHE, else
+~/.cache/phmscale, under
 `builtin/<name>-<hash of what determines the bytes>/`. Several processes may start at once (all
 ranks of a job): the first takes an fcntl lock and packs into a temporary folder that is renamed
 into place; the others wait on the lock, then find the finished folder.
@@ -34,6 +35,7 @@ from phmscale.data.index import INDEX_NAME
 from phmscale.data.pack import pack
 from phmscale.data.sources import Source, arrays_source, text_source
 from phmscale.errors import InvalidInputError
+from phmscale.paths import cache_root
 
 log = logging.getLogger("phmscale.data")
 
@@ -108,12 +110,6 @@ def builtin_source(name: str, seed: int = 0) -> Source:
     data = pystdlib_bytes(pystdlib_max_bytes())
     return text_source("pystdlib", data, split="train=0.9,val=0.1", chunk_len=TEXT_CHUNK_LEN,
                        extra={"python": sysconfig.get_python_version()})
-
-
-def cache_root(cache_dir: str | None) -> Path:
-    """data.cache_dir, else $PHMSCALE_CACHE, else ~/.cache/phmscale."""
-    root = cache_dir or os.environ.get("PHMSCALE_CACHE") or "~/.cache/phmscale"
-    return Path(root).expanduser()
 
 
 def _params(name: str) -> dict[str, Any]:

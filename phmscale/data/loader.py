@@ -151,8 +151,9 @@ class ShardLoader:
         per_rank = len(self.counts) // world_size
         self.roles = workers if self.resampled else max(1, min(workers, per_rank))
         self.num_workers = 0 if d.loader_workers == 0 else self.roles
-        self.cfg = DecodeConfig(m.task, tuple(m.input_shape), m.seq_len, m.num_classes,
-                                m.vocab_size, None)
+        lm = m.task == "causal_lm"  # only a transformer has seq_len and vocab_size
+        self.cfg = DecodeConfig(m.task, tuple(m.input_shape), m.seq_len if lm else 0,
+                                m.num_classes, m.vocab_size if lm else 0, None)
         # Chunks each worker may hold ready. A new epoch's first chunk waits for its shuffle
         # buffer to fill (1000 digits samples, a couple of quickstart steps); DataLoader's
         # default of 2 let that show as a data wait at every epoch start. 16 small chunks

@@ -18,7 +18,7 @@ from torch import nn
 from phmscale.models.registry import build_model
 from phmscale.nn.base import PHMBase
 from phmscale.nn.convert import to_dense
-from phmscale.spec import ModelSpec
+from phmscale.spec import parse_model_spec
 
 WEIGHTS, JOB, MANIFEST = "model.safetensors", "job.yaml", "export.json"
 
@@ -68,7 +68,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> nn.
     folder = Path(path)
     manifest = read_manifest(folder)
     job = yaml.safe_load((folder / JOB).read_text())
-    model = build_model(ModelSpec.model_validate(job["model"]))
+    model = build_model(parse_model_spec(job["model"]))
     if manifest.get("folded"):
         fold_dense(model)
     load_weights(model, load_file(str(folder / WEIGHTS)))

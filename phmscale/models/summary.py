@@ -185,7 +185,7 @@ def summarize(job: JobSpec) -> ModelSummary:
         sample = (f"one {spec.seq_len}-byte sequence" if spec.task == "causal_lm"
                   else f"one {spec.input_shape} input")
     notes = [f"training FLOPs = {TRAIN_FLOPS_MULTIPLIER} × forward (backward ≈ 2 × forward)"]
-    if job.model.width_match != "none":
+    if job.model.kind == "resnet" and job.model.width_match != "none":
         notes.append(f"width_match={job.model.width_match}: width {job.model.base_width} → "
                      f"{spec.base_width}")
     opt = job.train.optimizer

@@ -21,18 +21,9 @@ from functools import cache
 import torch
 from torch import Tensor
 
-# Dimension n of each fixed algebra. `phm` (learned rules) is not listed: it takes any n >= 1.
-ALGEBRA_DIMS: dict[str, int] = {
-    "real": 1,
-    "complex": 2,
-    "quaternion": 4,
-    "octonion": 8,
-    "sedenion": 16,
-    "m2r": 4,
-    "m2c": 8,
-    "m3r": 9,
-    "m4r": 16,
-}
+# The table is shared with phmscale.spec; its module is pure data, so nn still imports torch
+# only.
+from phmscale.algebra_dims import ALGEBRA_DIMS
 
 # Every name a layer accepts for `algebra`.
 ALGEBRAS: tuple[str, ...] = ("phm", *ALGEBRA_DIMS)

@@ -1,6 +1,7 @@
 """The job spec: pydantic models for every section, YAML loading with ${ENV} interpolation and
 typed `--set` overrides, and the JSON schema. This is the only place a job is validated; every
-other package reads a `JobSpec` and trusts it. Imports pydantic and yaml only."""
+other package reads a `JobSpec` and trusts it. Imports pydantic, yaml and the pure-data
+`phmscale.algebra_dims` only."""
 
 from phmscale.spec.job import JobSpec
 from phmscale.spec.load import JobSpecError, Problem, job_schema, load_job, load_job_dict
@@ -9,11 +10,15 @@ from phmscale.spec.sections import (
     CheckpointSpec,
     DataSpec,
     ModelSpec,
+    ModelSpecBase,
     OptimizerSpec,
+    ResNetSpec,
     ResourcesSpec,
     ScheduleSpec,
     TrackingSpec,
     TrainSpec,
+    TransformerSpec,
+    parse_model_spec,
 )
 
 __all__ = [
@@ -23,13 +28,17 @@ __all__ = [
     "JobSpec",
     "JobSpecError",
     "ModelSpec",
+    "ModelSpecBase",
     "OptimizerSpec",
     "Problem",
+    "ResNetSpec",
     "ResourcesSpec",
     "ScheduleSpec",
     "TrackingSpec",
     "TrainSpec",
+    "TransformerSpec",
     "job_schema",
     "load_job",
     "load_job_dict",
+    "parse_model_spec",
 ]

@@ -36,6 +36,16 @@ _FIELDS = (
     "train.zero_stage", "train.seed", "resources.workers",
 )
 FINGERPRINT_CHARS = 12
+# Until `model` became one kind's fields (spec.sections.ModelSpec), every job's model section
+# held both kinds' fields, and a fingerprint hashed the other kind's defaults too. Filling them
+# in keeps those fingerprints, and with them the run folders and checkpoints named by them. A
+# record of that old spec, not a default to keep in step: a field added later is left out.
+_FLAT_MODEL = {
+    "dim": 128, "depth": 4, "heads": 4, "head_dim": None, "mlp_ratio": 4.0,
+    "attention": "standard", "value_output": "matrix", "dropout": 0.0, "patch_size": 2,
+    "pool": "cls", "seq_len": 128, "vocab_size": 256,
+    "arch": "resnet20", "stem": "small", "width": None, "width_match": "none",
+}
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:
@@ -69,6 +79,8 @@ def _fields(tree: dict[str, Any], train_data: str) -> dict[str, Any]:
         value = _get(tree, section)
         if section == "train.deepspeed":
             value = {k: v for k, v in value.items() if k not in _DS_WATCHERS}
+        elif section == "model":
+            value = {**_FLAT_MODEL, **value}
         _flatten(value, section, out)
     for name in _FIELDS:
         out[name] = _get(tree, name)

@@ -21,6 +21,7 @@ from phmscale.spec.sections import (
     Section,
     TrackingSpec,
     TrainSpec,
+    TransformerSpec,
 )
 
 
@@ -44,7 +45,7 @@ class JobSpec(Section):
         description="Job name: letters, digits, '.', '_' and '-'. Names the checkpoint "
         "directory and the MLflow run.",
     )
-    model: ModelSpec = Field(default_factory=ModelSpec, description="The network.")
+    model: ModelSpec = Field(default_factory=TransformerSpec, description="The network.")
     data: DataSpec = Field(..., description="The data.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="The optimization.")
     checkpoint: CheckpointSpec = Field(

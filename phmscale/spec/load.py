@@ -6,6 +6,7 @@ field path, the YAML line where known, and what would fix it. No caller sees a t
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from phmscale.spec.job import JobSpec
 from phmscale.spec.problems import JobSpecError, Problem
@@ -44,44 +45,98 @@ def _line_for(lines: dict[Path_, int], loc: Sequence[Any]) -> int | None:
 # -- schema walking (unknown keys, did-you-mean) -------------------------------------------
 
 
-def _model_class(annotation: Any) -> type[BaseModel] | None:
-    """The BaseModel inside an annotation such as `ModelSpec` or `ModelSpec | None`."""
+Member = tuple[str | None, type[BaseModel]]
+
+
+def _members(annotation: Any) -> list[Member]:
+    """The models an annotation holds, each with its tag in a discriminated union (None
+    elsewhere): `ModelSpec` → [("phm_transformer", TransformerSpec), ("resnet", ResNetSpec)],
+    `TrainSpec` or `TrainSpec | None` → [(None, TrainSpec)], a scalar → []."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        inner, *meta = typing.get_args(annotation)
+        tag = next((m.tag for m in meta if isinstance(m, Tag)), None)
+        return [(tag if t is None else t, c) for t, c in _members(inner)]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        return [(None, annotation)]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        for arg in typing.get_args(annotation):
-            found = _model_class(arg)
-            if found is not None:
-                return found
-    return None
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return []
 
 
 def _is_mapping(annotation: Any) -> bool:
     return typing.get_origin(annotation) is dict or annotation is dict
 
 
-def _resolve(path: Sequence[str]) -> tuple[type[BaseModel] | None, list[str], str | None]:
-    """Walk a dotted path through the spec's models.
+def _resolve(path: Sequence[str]) -> tuple[list[str], str | None]:
+    """Walk a dotted path through the spec's models; through a union (the model kinds) a key
+    of any member is valid here, and validation then says which kind it belongs to.
 
-    Returns (model owning the last part or None inside a free mapping, the valid names at the
-    first unknown part, that unknown part or None when the whole path is valid).
+    Returns (the valid names at the first unknown part, that unknown part), or ([], None) when
+    the whole path is valid.
     """
-    model: type[BaseModel] | None = JobSpec
+    models: list[type[BaseModel]] | None = [JobSpec]
     for i, part in enumerate(path):
-        if model is None:  # inside a free-form mapping such as train.deepspeed
-            return None, [], None
-        fields = model.model_fields
+        if models is None:  # inside a free-form mapping such as train.deepspeed
+            return [], None
+        fields = {name: info for m in models for name, info in m.model_fields.items()}
         if part not in fields:
-            return model, [".".join((*path[:i], f)) for f in fields], part
-        annotation = fields[part].annotation
-        sub = _model_class(annotation)
-        if sub is not None:
-            model = sub
-        elif _is_mapping(annotation):
-            model = None
+            return [".".join((*path[:i], f)) for f in fields], part
+        annotations = [m.model_fields[part].annotation for m in models if part in m.model_fields]
+        subs = [c for a in annotations for _, c in _members(a)]
+        if subs:
+            models = subs
+        elif any(_is_mapping(a) for a in annotations):
+            models = None
         elif i < len(path) - 1:
-            return model, [], path[i + 1]  # a scalar field has no sub-keys
-    return model, [], None
+            return [], path[i + 1]  # a scalar field has no sub-keys
+    return [], None
+
+
+@dataclasses.dataclass
+class _Located:
+    """An error's location with pydantic's union tags taken out (`model.resnet.dim` →
+    `model.dim`), and what the tags said."""
+
+    loc: list[str]
+    owner: type[BaseModel] | None  # the model holding the last part
+    kind: str | None = None  # the union member chosen, e.g. "resnet"
+    siblings: list[Member] = dataclasses.field(default_factory=list)  # all members there
+
+
+def _locate(loc: Sequence[Any], root: type[BaseModel]) -> _Located:
+    found = _Located([], None)
+    members: list[Member] = [(None, root)]
+    for part in (str(p) for p in loc):
+        tagged = {t: c for t, c in members if t is not None}
+        if part in tagged:
+            found.kind, found.siblings = part, members
+            members = [(None, tagged[part])]
+            continue
+        found.loc.append(part)
+        found.owner = members[0][1] if len(members) == 1 else None
+        annotations = [c.model_fields[part].annotation for _, c in members
+                       if part in c.model_fields]
+        members = [m for a in annotations for m in _members(a)]
+    return found
+
+
+def _kind_specific(where: _Located) -> bool:
+    """Whether the last field's type differs between the union's members (`task` is narrower
+    for a ResNet), so an error in it is worth naming the kind."""
+    name = where.loc[-1] if where.loc else ""
+    infos = [c.model_fields[name] for _, c in where.siblings if name in c.model_fields]
+    return len({(repr(i.annotation), repr(i.metadata)) for i in infos}) > 1
+
+
+def _wrong_kind(where: _Located) -> str | None:
+    """The message for a key of another union member (a ResNet field in a transformer job)."""
+    name = where.loc[-1]
+    others = [t for t, c in where.siblings if t != where.kind and name in c.model_fields]
+    if not others or where.kind is None:
+        return None
+    field = ".".join(where.loc[:-1] + ["kind"])
+    return (f"`{name}` belongs to kind {' / '.join(repr(o) for o in others)}, not to this "
+            f"model's kind '{where.kind}': remove it, or set {field}: {others[0]}")
 
 
 def _suggest(bad: str, candidates: list[str]) -> str:
@@ -200,7 +255,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
     problems: list[Problem] = []
     for text in overrides:
         parts, value = parse_override(text)
-        _, candidates, bad = _resolve(parts)
+        candidates, bad = _resolve(parts)
         if bad is not None:
             dotted = ".".join(parts)
             problems.append(
@@ -221,25 +276,38 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str],
 # -- validation errors ---------------------------------------------------------------------
 
 
-def _problems_from(error: ValidationError, lines: dict[Path_, int]) -> list[Problem]:
+def _problems_from(error: ValidationError, lines: dict[Path_, int],
+                   root: type[BaseModel] = JobSpec) -> list[Problem]:
+    """One problem per pydantic error of validating `root` (a job, or a sweep file's section)."""
     problems = []
     for err in error.errors():
-        loc = [str(p) for p in err["loc"]]
+        where = _locate(err["loc"], root)
+        loc = where.loc
         dotted = ".".join(loc) or "(top level)"
         kind = err["type"]
-        line = _line_for(lines, loc)
         if kind == "extra_forbidden":
-            _, candidates, _ = _resolve(loc)
-            msg = f"unknown key; {_suggest(dotted, candidates)}"
+            owner_fields = list(where.owner.model_fields) if where.owner is not None else []
+            candidates = [".".join((*loc[:-1], f)) for f in owner_fields]
+            msg = _wrong_kind(where) or f"unknown key; {_suggest(dotted, candidates)}"
         elif kind == "missing":
             msg = "required field is missing"
         elif kind == "value_error":
             msg = str(err["msg"]).removeprefix("Value error, ")
+        elif kind == "union_tag_invalid":  # a discriminated union's tag: the model's `kind`
+            loc = [*loc, "kind"]
+            dotted = ".".join(loc)
+            tags = re.findall(r"'([^']*)'", err["ctx"]["expected_tags"])
+            close = difflib.get_close_matches(str(err["ctx"]["tag"]), tags, n=1, cutoff=0.5)
+            hint = f"did you mean `{close[0]}`?" if close else "valid kinds: " + ", ".join(
+                f"`{t}`" for t in tags)
+            msg = f"unknown kind {err['ctx']['tag']!r}; {hint}"
         else:
             got = err.get("input")
             shown = repr(got) if not isinstance(got, dict) else "a mapping"
             msg = f"{err['msg']} (got {shown})"
-        problems.append(Problem(dotted if loc else "", msg, line))
+            if where.kind is not None and _kind_specific(where):
+                msg += f" for kind '{where.kind}'"
+        problems.append(Problem(dotted if loc else "", msg, _line_for(lines, loc)))
     return problems
 
 
@@ -314,23 +382,40 @@ def _type_name(annotation: Any) -> str:
 
 def reference_markdown() -> str:
     """The job spec reference as a Markdown table (README's reference is this text, checked by
-    a test): one row per field, dotted path, type, default, description."""
+    a test): one row per field, dotted path, type, default, description. A union's members
+    (the model kinds) share one list: a field the kinds share appears once, and the description
+    of a field only some kinds take starts with those kinds."""
     rows = ["| field | type | default | description |", "|---|---|---|---|"]
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, info in model.model_fields.items():
-            path = f"{prefix}{name}"
-            sub = _model_class(info.annotation)
-            if sub is not None:
-                walk(sub, path + ".")
-                continue
-            kind = _type_name(info.annotation).replace("|", "\\|")
-            if info.is_required():
-                default = "**required**"
-            else:
-                value = info.get_default(call_default_factory=True)
-                default = f"`{value}`" if value not in (None, {}, []) else f"`{value!r}`"
-            rows.append(f"| `{path}` | {kind} | {default} | {info.description or ''} |")
+    def walk(members: list[Member], prefix: str) -> None:
+        seen: set[str] = set()
+        for _, model in members:
+            for name, info in model.model_fields.items():
+                if name in seen:
+                    continue
+                seen.add(name)
+                path = f"{prefix}{name}"
+                subs = _members(info.annotation)
+                if subs:
+                    walk(subs, path + ".")
+                    continue
+                owners = [t for t, m in members if name in m.model_fields]
+                only = f"*{', '.join(owners)} only.* " if len(owners) < len(members) else ""
+                # A field the kinds narrow differently (`kind`, `task`) lists every value.
+                shared = [m.model_fields[name].annotation for _, m in members
+                          if name in m.model_fields]
+                if all(typing.get_origin(a) is typing.Literal for a in shared):
+                    values = dict.fromkeys(v for a in shared for v in typing.get_args(a))
+                    annotation: Any = typing.Literal[tuple(values)]
+                else:
+                    annotation = info.annotation
+                kind = _type_name(annotation).replace("|", "\\|")
+                if info.is_required():
+                    default = "**required**"
+                else:
+                    value = info.get_default(call_default_factory=True)
+                    default = f"`{value}`" if value not in (None, {}, []) else f"`{value!r}`"
+                rows.append(f"| `{path}` | {kind} | {default} | {only}{info.description or ''} |")
 
-    walk(JobSpec, "")
+    walk([(None, JobSpec)], "")
     return "\n".join(rows) + "\n"

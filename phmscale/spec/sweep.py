@@ -224,7 +224,7 @@ def read_sweep_file(path: Path) -> SweepSpec:
         spec = SweepSpec.model_validate(data["sweep"])
     except ValidationError as error:
         raise JobSpecError(str(path), [Problem("sweep." + p.field, p.message, p.line)
-                                       for p in _problems_from(error, {})]) from None
+                                       for p in _problems_from(error, {}, SweepSpec)]) from None
     job = Path(spec.job)
     return spec.model_copy(update={"job": str(job if job.is_absolute() else path.parent / job)})
 

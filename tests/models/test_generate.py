@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from phmscale.models import build_model
 from phmscale.models.generate import decode_bytes, encode_bytes, generate, next_token
 from phmscale.models.transformer import PHMTransformer
-from phmscale.spec import ModelSpec
+from phmscale.spec import TransformerSpec
 
 SEQ_LEN = 64
 # (attention, value_output): the four variants, collapsed_qk_vo also without Wvo.
@@ -24,11 +24,11 @@ ALGEBRAS = [("real", None, 32), ("phm", 2, 32), ("phm", 4, 64)]
 
 
 def lm_spec(attention: str = "standard", value_output: str = "matrix", algebra: str = "phm",
-            n: int | None = 2, dim: int = 32, **kw: Any) -> ModelSpec:
+            n: int | None = 2, dim: int = 32, **kw: Any) -> TransformerSpec:
     base: dict[str, Any] = dict(kind="phm_transformer", task="causal_lm", algebra=algebra, n=n,
                                 attention=attention, value_output=value_output, dim=dim,
                                 depth=2, heads=4, mlp_ratio=2, seq_len=SEQ_LEN, vocab_size=256)
-    return ModelSpec(**{**base, **kw})
+    return TransformerSpec(**{**base, **kw})
 
 
 def build(seed: int = 0, **kw: Any) -> PHMTransformer:
@@ -157,8 +157,7 @@ def test_bad_arguments_are_refused() -> None:
         generate(model, prompt(3), 2, temperature=1.0, top_k=0)
     with pytest.raises(ValueError, match="int64"):
         generate(model, prompt(3).int(), 2)
-    classifier = build_model(ModelSpec(kind="phm_transformer", task="classify", dim=16, depth=1,
-                                       heads=2))
+    classifier = build_model(TransformerSpec(task="classify", dim=16, depth=1, heads=2))
     with pytest.raises(ValueError, match="causal_lm"):
         generate(classifier, torch.zeros(1, 3, dtype=torch.int64), 2)
 
