@@ -14,7 +14,6 @@ value is cast to its TorchX run option's type; required run options must be give
 import atexit
 import difflib
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from phmscale.launch.torchx import (
     require_torchx,
     specs,
 )
+from phmscale.paths import cache_root
 from phmscale.spec import JobSpec
 
 _RUNNER: Any = None
@@ -85,9 +85,8 @@ PHMSCALE_OPTS: dict[str, tuple] = {
 
 
 def local_log_root() -> Path:
-    """Where local_cwd apps keep their logs: $PHMSCALE_CACHE/torchx, else ~/.cache/phmscale/torchx."""
-    base = os.environ.get("PHMSCALE_CACHE") or "~/.cache/phmscale"
-    return Path(base).expanduser() / "torchx"
+    """Where local_cwd apps keep their logs: `torchx/` in phmscale's cache."""
+    return cache_root() / "torchx"
 
 
 def _runopts(scheduler: str) -> Any:
