@@ -9,9 +9,8 @@ metadata names. One search per tracking store and experiment, whatever the numbe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from phmscale.launch.record import JobRecord
+from phmscale.tracking.uri import store_exists
 
 TAG_PREFIX = "phmscale.ray_job."
 
@@ -27,13 +26,6 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str | None:
     return None
 
 
-def _store_exists(uri: str) -> bool:
-    """Never create an empty sqlite database just to look into it."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).is_file()
-    return True
-
-
 def attach_runs(records: list[JobRecord]) -> None:
     """Fill `mlflow_run_id`/`mlflow_url` of phmscale jobs in place; best effort (a store that
     does not answer leaves them empty)."""
@@ -41,7 +33,7 @@ def attach_runs(records: list[JobRecord]) -> None:
     for record in records:
         uri = record.metadata.get("phmscale.mlflow_uri")
         experiment = record.metadata.get("phmscale.mlflow_experiment")
-        if uri and experiment and _store_exists(uri):
+        if uri and experiment and store_exists(uri):
             groups.setdefault((uri, experiment), []).append(record)
     if not groups:
         return

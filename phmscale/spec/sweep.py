@@ -226,7 +226,13 @@ def read_sweep_file(path: Path) -> SweepSpec:
         raise JobSpecError(str(path), [Problem("sweep." + p.field, p.message, p.line)
                                        for p in _problems_from(error, {}, SweepSpec)]) from None
     job = Path(spec.job)
-    return spec.model_copy(update={"job": str(job if job.is_absolute() else path.parent / job)})
+    job = job if job.is_absolute() else path.parent / job
+    if not job.is_file():
+        raise JobSpecError(str(path), [Problem("sweep.job", f"{spec.job}: no such job file "
+                                                            f"(looked for {job.resolve()}; a relative "
+                                                            "path is read from the sweep "
+                                                            "file's folder)")])
+    return spec.model_copy(update={"job": str(job)})
 
 
 def is_sweep_file(path: Path) -> bool:

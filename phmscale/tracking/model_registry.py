@@ -21,7 +21,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 
 from phmscale import __version__
 from phmscale.errors import InvalidInputError
-from phmscale.tracking.uri import check_reachable, resolve_uri, use_credentials
+from phmscale.tracking.uri import check_reachable, resolve_uri, store_exists, use_credentials
 
 ARTIFACT = "model"  # the artifact folder of the run that holds the pyfunc model
 # Generation settings as declared params (MLflow drops params a signature does not declare);
@@ -93,7 +93,7 @@ def run_metrics(spec: Any, run_id: str | None) -> dict[str, float] | None:
     uri = resolve_uri(spec)
     if run_id is None:
         return None
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    if not store_exists(uri):
         return None
     try:
         client = mlflow.MlflowClient(_client_uri(spec))

@@ -14,6 +14,7 @@ from typing import Any
 from phmscale.errors import InvalidInputError
 from phmscale.tracking.compare import RunRow, fetch_rows
 from phmscale.tracking.sweep_runs import AXIS_TAG, CELL_TAG, PARENT_TAG, SWEEP_TAG, children
+from phmscale.tracking.uri import store_exists
 
 SEED = "train.seed"
 FIGURES = ("params", "flops_per_sample", "samples_per_s", "best_quality", "final_quality")
@@ -36,6 +37,9 @@ def sweep_rows(uri: str, sweep_id: str, metric: str | None = None
     """(axes, one row per cell, one row per group of cells that differ only in the seed)."""
     from mlflow.tracking import MlflowClient
 
+    if not store_exists(uri):
+        raise InvalidInputError(f"--sweep {sweep_id}: no MLflow store at {uri} (not creating "
+                                "one): pass --tracking-uri, or run where the sweep logged")
     client = MlflowClient(uri)
     parent = _parent(client, sweep_id)
     newest: dict[str, Any] = {}

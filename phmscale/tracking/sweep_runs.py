@@ -68,6 +68,10 @@ def progress(uri: str, sweep_id: str, cells: int) -> dict[str, int] | None:
     newest run per cell), or None when the store has no parent run for it."""
     from mlflow.tracking import MlflowClient
 
+    from phmscale.tracking.uri import store_exists
+
+    if not store_exists(uri):
+        return None
     client = MlflowClient(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     parent = find_parent(client, ids, sweep_id) if ids else None

@@ -6,6 +6,7 @@ import base64
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from phmscale.errors import PhmscaleError
@@ -25,6 +26,14 @@ def resolve_uri(spec: JobSpec | None = None) -> str:
     if spec is not None and spec.tracking.uri:
         return spec.tracking.uri
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def store_exists(uri: str) -> bool:
+    """False for a sqlite store whose file does not exist: reading it through MLflow would
+    create an empty database (tables and all) just to find nothing there."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).is_file()
+    return True
 
 
 USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV = (

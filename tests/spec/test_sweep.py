@@ -77,3 +77,12 @@ def test_cases_are_named_override_sets_crossed_with_the_grid():
         expand(SweepSpec(job=QUICKSTART, cases={"bad": ["model.n"]}))
     with pytest.raises(JobSpecError, match="a sweep cannot vary it"):
         expand(SweepSpec(job=QUICKSTART, cases={"x": ["name=y"]}))
+
+
+def test_a_missing_job_and_a_missing_store_are_named(tmp_path):
+    (tmp_path / "s.yaml").write_text("sweep:\n  job: nope.yaml\n  grid: {model.n: [2]}\n")
+    result = run_cli("sweep", str(tmp_path / "s.yaml"), "--dry-run", cwd=tmp_path)
+    assert result.returncode == 2 and "sweep.job: nope.yaml: no such job file" in result.stderr
+    shown = run_cli("compare", "--sweep", "x", cwd=tmp_path)
+    assert shown.returncode == 2 and "no MLflow store" in shown.stderr, shown.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # looking never creates a store
