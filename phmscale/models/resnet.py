@@ -22,10 +22,13 @@ Choices, stated once:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Literal
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from phmscale.models.layers import REAL, Algebra, pad_features
 from phmscale.spec import ModelSpec
@@ -86,6 +89,21 @@ class Bottleneck(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+@contextmanager
+def _keep_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Around a checkpoint's recomputation: a BatchNorm in training mode would update its
+    running statistics a second time for the same batch; restore them as they were."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in m.buffers()] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, bufs in zip(norms, saved, strict=True):
+                for b, old in zip(m.buffers(), bufs, strict=True):
+                    b.copy_(old)
+
+
 def _shortcut(cin: int, cout: int, stride: int, alg: Algebra) -> nn.Module:
     if stride == 1 and cin == cout:
         return nn.Identity()
@@ -131,9 +149,29 @@ class AlgebraResNet(nn.Module):
         self.num_classes = spec.num_classes
         # A hypercomplex head emits a multiple of n logits; the extra ones are dropped.
         self.head = head_alg.linear(cin, head_alg.round_up(spec.num_classes))
+        self.activation_checkpointing = False
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each stage's activations in backward instead of keeping them (training
+        calls with autograd on only): less activation memory for about one more forward.
+        The function, its gradients and the BatchNorm running statistics are unchanged (the
+        recomputation's statistics update is undone)."""
+        self.activation_checkpointing = enabled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) → (B, classes)
         x = pad_features(x, self.in_channels, dim=1)  # (B, C', H, W), C' a multiple of n
-        x = self.stages(self.stem(x))  # (B, C_last, H/s, W/s)
+        x = self.stem(x)
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            for stage in self.stages:
+                if torch.compiler.is_compiling():
+                    # Traced, the recomputation is part of the backward graph and buffer
+                    # updates happen once, in the forward graph (and dynamo takes no context_fn).
+                    x = checkpoint(stage, x, use_reentrant=False)
+                else:
+                    x = checkpoint(stage, x, use_reentrant=False,
+                                   context_fn=lambda stage=stage: (nullcontext(),
+                                                                   _keep_bn_stats(stage)))
+        else:
+            x = self.stages(x)  # (B, C_last, H/s, W/s)
         x = torch.flatten(self.pool(x), 1)  # (B, C_last)
         return self.head(x)[:, : self.num_classes]

@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from phmscale.models.attention import KVCache, LayerKV, make_attention
 from phmscale.models.layers import REAL, Algebra, pad_features
@@ -112,7 +113,14 @@ class PHMTransformer(nn.Module):
         self.drop = nn.Dropout(spec.dropout)
         self.blocks = nn.ModuleList(Block(spec, alg, causal) for _ in range(spec.depth))
         self.norm = nn.LayerNorm(d)
+        self.activation_checkpointing = False
         self._init_embeddings()
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in backward instead of keeping them (training
+        calls with autograd on only): less activation memory for about one more forward.
+        The function and its gradients are unchanged; dropout replays its random draws."""
+        self.activation_checkpointing = enabled
 
     def _init_embeddings(self) -> None:
         # std 0.02 as in GPT-2/ViT: at d = 64..256 it keeps embeddings well below the LN scale.
@@ -132,8 +140,13 @@ class PHMTransformer(nn.Module):
         cache.length … cache.length + T - 1 and each block appends its keys/values."""
         start = 0 if cache is None else cache.length
         h = self.drop(h + self.pos_embed[:, start : start + h.shape[1]])
+        recompute = (self.activation_checkpointing and self.training and cache is None
+                     and torch.is_grad_enabled())
         for i, block in enumerate(self.blocks):
-            h = block(h, None if cache is None else cache.layers[i])
+            if recompute:
+                h = checkpoint(block, h, use_reentrant=False)
+            else:
+                h = block(h, None if cache is None else cache.layers[i])
         return self.norm(h)
 
     def new_cache(self) -> KVCache:

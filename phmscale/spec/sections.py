@@ -383,6 +383,17 @@ class TrainSpec(Section):
     prune: PruneSpec = Field(
         default_factory=PruneSpec, description="Algebra-element pruning (off by default)."
     )
+    compile: bool = Field(
+        False, description="torch.compile the model (Inductor; CPU needs a C++ compiler). The "
+        "first steps, and the first evaluation, pay the compile time (tens of seconds on CPU), "
+        "later ones run the compiled graph. Checkpoints and exports keep the plain model's "
+        "keys. Not part of the run's identity: it trains the same function.",
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in backward instead of keeping them, per "
+        "transformer block / ResNet stage: less activation memory for about one more forward "
+        "per step. Not part of the run's identity: outputs and gradients are unchanged.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:

@@ -9,11 +9,13 @@ is imported only after DS_ACCELERATOR is pinned for CPU runs.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from phmscale.errors import InvalidInputError
 from phmscale.spec import JobSpec
 from phmscale.train.config import check_deepspeed_config, deepspeed_config, lr_lambda, merge
 from phmscale.train.dist import DistEnv, dist_env, init_distributed, pin_cpu_accelerator
@@ -32,10 +34,22 @@ class EngineParts:
     dtype: torch.dtype
 
 
+def check_compile() -> None:
+    """`train.compile` on CPU needs a C++ compiler for Inductor's kernels: refuse plainly,
+    before any process group starts, where there is none (on GPU, Triton writes them)."""
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        raise InvalidInputError(
+            "train.compile: torch.compile needs a C++ compiler (g++ or clang++) on PATH for its "
+            "CPU kernels; install one or set train.compile=false"
+        )
+
+
 def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
     """Config → process group → model → `deepspeed.initialize` for this rank."""
     env = dist_env(use_gpu)
     if env.device.type == "cpu":
+        if spec.train.compile:
+            check_compile()
         pin_cpu_accelerator()
     import deepspeed
     from deepspeed.utils import logger as ds_logger
@@ -54,6 +68,12 @@ def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
     # DeepSpeed casts parameters to bf16/fp16 but leaves buffers (fixed algebra rules A,
     # BatchNorm statistics) in fp32; a layer mixing the two would fail its first matmul.
     model.to(dtype)
+    if spec.train.activation_checkpointing:
+        model.set_activation_checkpointing(True)
+    if spec.train.compile:
+        # In place (nn.Module.compile): the module keeps its own state-dict keys, so checkpoints
+        # and exports hold no `_orig_mod.` prefix and load into a plain model.
+        model.compile()
     schedule = None if "scheduler" in config else (
         lambda opt: LambdaSchedule(opt, lr_lambda(spec))
     )
