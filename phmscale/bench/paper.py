@@ -118,7 +118,7 @@ def suite_file(store: Path, suite: str) -> Path:
 def run_sweep(backend, stem: str, settings: SweepSpec, extra: list[str], local: bool,  # noqa: ANN001 (RayJobs)
               store: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Validate the sweep, submit it as one Ray job and wait for it; its record entry."""
-    from phmscale.cli.job import check_job_data
+    from phmscale.data.check import check_job_data
     from phmscale.errors import PhmscaleError
     from phmscale.launch.package import build_sweep_submission
     from phmscale.launch.storage import state

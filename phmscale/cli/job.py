@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from phmscale.errors import InvalidInputError
 from phmscale.spec import JobSpec, job_schema, load_job
 from phmscale.spec.load import reference_markdown
 
@@ -57,24 +56,14 @@ def summary_table(spec: JobSpec, title: str) -> Table:
     return table
 
 
-def check_job_data(spec: JobSpec, source: str, world_size: int | None = None) -> None:
-    """Data problems (missing shards, too few shards for ranks × loader workers, data that
-    does not fit the model) as one InvalidInputError naming the job file."""
-    from phmscale.data import check_data
-
-    problems = check_data(spec, world_size)
-    if problems:
-        lines = [f"invalid job {source} ({len(problems)} data problem(s)):"]
-        text = "\n".join(lines + [f"  {source}: {p}" for p in problems])
-        raise InvalidInputError(spec.mask(text))  # a problem may quote a secret URL
-
-
 def validate(
     job: Path = typer.Argument(..., help="Job YAML file."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Validate a job file and print the resolved job (exit 2 with the errors if invalid)."""
     spec = load_job(job, set_)
+    from phmscale.data.check import check_job_data
+
     check_job_data(spec, str(job))
     console.print(summary_table(spec, f"{job}: valid"))
 

@@ -104,7 +104,7 @@ def submit(
         "--no-forward-secrets the cluster's own environment must define them."),
 ) -> None:
     """Submit a job to a Ray cluster: Ray Train runs resources.workers workers with DeepSpeed."""
-    from phmscale.cli.job import check_job_data
+    from phmscale.data.check import check_job_data
     from phmscale.errors import InvalidInputError
     from phmscale.spec import load_job
 

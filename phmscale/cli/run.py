@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from phmscale.cli.job import SET_HELP, check_job_data
+from phmscale.cli.job import SET_HELP
 from phmscale.spec import JobSpec, load_job
 from phmscale.train.hooks import Hooks
 
@@ -124,6 +124,7 @@ def run(
         "measured CPU GEMM)."),
 ) -> None:
     """Train a job here: one process, one GPU if present else the CPU."""
+    from phmscale.data.check import check_job_data
     from phmscale.train.job import Launch, run_job
 
     spec = load_job(job, set_)

@@ -45,7 +45,7 @@ def sweep(
 ) -> None:
     """Run a sweep: every cell validated first, then one Ray job (Ray Tune over the job's
     Ray Train trainer); resubmitting skips finished cells and resumes the others."""
-    from phmscale.cli.job import check_job_data
+    from phmscale.data.check import check_job_data
     from phmscale.errors import InvalidInputError
     from phmscale.launch.storage import state
     from phmscale.spec.sweep import (

@@ -147,3 +147,13 @@ def check_data(spec: JobSpec, world_size: int | None = None) -> list[str]:
 
 
 __all__ = ["BUILTINS", "check_data", "common_batches", "dataset_problems"]
+
+
+def check_job_data(spec: JobSpec, source: str, world_size: int | None = None) -> None:
+    """`check_data`'s problems as one InvalidInputError naming the job file (`source`):
+    what validate, run, submit, sweep and bench paper refuse before anything starts."""
+    problems = check_data(spec, world_size)
+    if problems:
+        lines = [f"invalid job {source} ({len(problems)} data problem(s)):"]
+        text = "\n".join(lines + [f"  {source}: {p}" for p in problems])
+        raise InvalidInputError(spec.mask(text))  # a problem may quote a secret URL

@@ -139,7 +139,7 @@ def test_submit_side_imports_neither_torch_nor_mlflow():
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from phmscale.cli.job import check_job_data\n"
+        "from phmscale.data.check import check_job_data\n"
         "from phmscale.launch.package import build_submission\n"
         "from phmscale.launch.ray_jobs import RayJobs\n"
         "from phmscale.spec import load_job\n"
