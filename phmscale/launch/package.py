@@ -107,9 +107,9 @@ def check_shipped(text: str, env: dict[str, str]) -> None:
                 "workers' environment")
 
 
-def new_submission_id(spec: JobSpec) -> str:
-    """Readable and unique: `<job name>-<UTC time>-<4 hex>`."""
-    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+def new_submission_id(name: str) -> str:
+    """Readable and unique: `<job or sweep name>-<UTC time>-<4 hex>`."""
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
 @dataclass
@@ -172,7 +172,7 @@ def build_submission(spec: JobSpec, *, code: CodeMode = "auto", local: bool = Fa
     (a KubeRay secretKeyRef, the cluster YAML's env), and the driver says which is missing."""
     spec_hash = spec.spec_hash()
     resolved, secret_env = resolve_for_cluster(spec, cwd)
-    submission_id = new_submission_id(spec)
+    submission_id = new_submission_id(spec.name)
     job_text = yaml.safe_dump(resolved.portable_dump(), sort_keys=False)
     check_shipped(job_text, secret_env)
     workdir = Path(tempfile.mkdtemp(prefix=f"phmscale-submit-{spec.name}-"))
@@ -232,7 +232,7 @@ def build_sweep_submission(sweep: Any, *, code: CodeMode = "auto", local: bool =
     }
     text = yaml.safe_dump(record, sort_keys=False)
     check_shipped(text, env)
-    submission_id = new_submission_id(first.model_copy(update={"name": sweep.name}))
+    submission_id = new_submission_id(sweep.name)
     workdir = Path(tempfile.mkdtemp(prefix=f"phmscale-sweep-{sweep.name}-"))
     (workdir / SWEEP_FILE).write_text(
         f"# resolved by phmscale {__version__} sweep; submission {submission_id}\n" + text)

@@ -210,19 +210,18 @@ def drive(record: dict[str, Any], submission_id: str) -> int:
     from phmscale.launch.ray_worker import JobState
 
     sweep_state = JobState.remote()  # the sweep's own stop flag, which later cells read
-    by_index = {c["index"]: c for c in todo}
-    order = [c["index"] for c in todo]
     trainable = tune.with_resources(
-        tune.with_parameters(run_cell, cells=[by_index.get(i, cells[i]) for i in
-                                              range(len(cells))],
-                             submission_id=submission_id, sweep_state=sweep_state),
+        # `todo`'s dicts are `cells`' own (their specs now carry the nesting tags); a trial
+        # finds its cell by index, which is its place in `cells`
+        tune.with_parameters(run_cell, cells=cells, submission_id=submission_id,
+                             sweep_state=sweep_state),
         # The trial actor needs no CPU (its Ray Train workers ask for the job's resources);
         # Tune refuses an empty request, so it asks for one byte of memory.
         {"CPU": 0, "memory": 1})
     progress = _Progress(cells)
     tuner = tune.Tuner(
         trainable,
-        param_space={"cell": tune.grid_search(order)},
+        param_space={"cell": tune.grid_search([c["index"] for c in todo])},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=scheduler,
                                     metric=metric, mode=mode, reuse_actors=False),
         run_config=tune.RunConfig(

@@ -13,7 +13,14 @@ from typing import Any
 
 from phmscale.errors import InvalidInputError
 from phmscale.tracking.compare import RunRow, fetch_rows
-from phmscale.tracking.sweep_runs import AXIS_TAG, CELL_TAG, PARENT_TAG, SWEEP_TAG, children
+from phmscale.tracking.sweep_runs import (
+    AXIS_TAG,
+    CELL_TAG,
+    PARENT_TAG,
+    SWEEP_TAG,
+    children,
+    find_parent,
+)
 from phmscale.tracking.uri import store_exists
 
 SEED = "train.seed"
@@ -22,11 +29,10 @@ FIGURES = ("params", "flops_per_sample", "samples_per_s", "best_quality", "final
 
 def _parent(client: Any, sweep_id: str) -> Any:
     ids = [e.experiment_id for e in client.search_experiments()]
-    parents = client.search_runs(ids, filter_string=f"tags.`{PARENT_TAG}` = '1'",
-                                 order_by=["attributes.start_time DESC"]) if ids else []
-    for run in parents:
-        if run.data.tags.get(SWEEP_TAG) == sweep_id:
-            return run
+    found = find_parent(client, ids, sweep_id, newest=True) if ids else None
+    if found is not None:
+        return found
+    parents = client.search_runs(ids, filter_string=f"tags.`{PARENT_TAG}` = '1'") if ids else []
     known = sorted({r.data.tags.get(SWEEP_TAG, "") for r in parents})
     raise InvalidInputError(f"--sweep {sweep_id}: no such sweep in this store; sweeps: "
                             f"{', '.join(known) or 'none'} (`phmscale sweep` prints the id)")

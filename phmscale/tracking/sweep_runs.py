@@ -20,11 +20,14 @@ SWEEP_TAG, PARENT_TAG, CELL_TAG, AXIS_TAG = (
 WALL_METRICS = ("wall_s", "cell_wall_s_sum", "overhead_ratio")
 
 
-def find_parent(client: Any, experiment_ids: list[str], sweep_id: str) -> Any | None:
+def find_parent(client: Any, experiment_ids: list[str], sweep_id: str,
+                newest: bool = False) -> Any | None:
+    """The sweep's parent run: the oldest (the one `open_parent` reopens), or the newest
+    where the same sweep ran in more than one experiment of the store."""
     runs = client.search_runs(
         experiment_ids, filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
                                       f"tags.`{PARENT_TAG}` = '1'",
-        order_by=["attributes.start_time ASC"], max_results=1)
+        order_by=[f"attributes.start_time {'DESC' if newest else 'ASC'}"], max_results=1)
     return runs[0] if runs else None
 
 
