@@ -9,9 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from phmscale.tracking import TrackingUnavailable, check_reachable, spec_params
 from phmscale.tracking.mlflow_hook import MLflowHook
-from phmscale.train.loop import train
 from tests.conftest import run_cli
-from tests.train._tiny import global_batches, rank_source, tiny_spec
+from tests.train._tiny import global_batches, tiny_spec, train_one_rank
 
 EXPECTED_METRICS = {"loss", "lr", "samples_per_s", "tokens_per_s", "data_wait_frac",
                     "flops_per_s", "mfu", "val_accuracy", "params", "twin_params",
@@ -20,8 +19,7 @@ EXPECTED_METRICS = {"loss", "lr", "samples_per_s", "tokens_per_s", "data_wait_fr
 
 def _train(spec, uri, batches, **kw):
     hook = MLflowHook(uri, launcher="test", system_metrics=False)
-    return hook, train(spec, hooks=hook, train_source=rank_source(batches, 0, 1),
-                       val_source=rank_source(batches[:2], 0, 1), use_gpu=False, **kw)
+    return hook, train_one_rank(spec, batches, hook, **kw)
 
 
 def test_one_run_with_params_metrics_artifacts(tmp_path, mlflow_server):

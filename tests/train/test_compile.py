@@ -14,8 +14,7 @@ from phmscale.models import build_model, load_pretrained
 from phmscale.train import checkpoint as ckpt
 from phmscale.train import engine as engine_mod
 from phmscale.train.export import export
-from phmscale.train.loop import train
-from tests.train._tiny import Recorder, global_batches, rank_source, tiny_spec
+from tests.train._tiny import Recorder, global_batches, tiny_spec, train_one_rank
 
 FAST = {"train.compile": "true", "train.activation_checkpointing": "true",
         "train.steps": 10, "train.eval_every": 10, "checkpoint.every": 5}
@@ -23,9 +22,7 @@ FAST = {"train.compile": "true", "train.activation_checkpointing": "true",
 
 def _run(spec, batches, **kw):
     rec = Recorder()
-    result = train(spec, hooks=rec.hooks, train_source=rank_source(batches, 0, 1),
-                   val_source=rank_source(batches[:2], 0, 1), use_gpu=False, **kw)
-    return rec, result
+    return rec, train_one_rank(spec, batches, rec.hooks, **kw)
 
 
 def test_neither_field_changes_the_identity(tmp_path):

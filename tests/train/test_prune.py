@@ -8,9 +8,8 @@ from phmscale.errors import InvalidInputError
 from phmscale.models import build_model
 from phmscale.nn.prune import sparsity_report
 from phmscale.spec import load_job_dict
-from phmscale.train.loop import train
 from phmscale.train.prune import pruned_layers, target_sparsity
-from tests.train._tiny import Recorder, global_batches, rank_source, tiny_spec
+from tests.train._tiny import Recorder, global_batches, tiny_spec, train_one_rank
 
 PRUNE = {"train.prune.sparsity": 0.75, "train.prune.start_step": 4,
          "train.prune.end_step": 12, "train.prune.every": 4}
@@ -40,9 +39,7 @@ class _Sparsity(Recorder):
 
 def _run(spec, batches, **kw):
     rec = _Sparsity()
-    result = train(spec, hooks=rec.hooks, train_source=rank_source(batches, 0, 1),
-                   val_source=rank_source(batches[:2], 0, 1), use_gpu=False, **kw)
-    return rec, result
+    return rec, train_one_rank(spec, batches, rec.hooks, **kw)
 
 
 def test_schedule_ramps_cubically_then_holds(tmp_path):
