@@ -1,10 +1,11 @@
 """A run's identity: the fields that decide what is trained, and their fingerprint.
 
 A checkpoint is resumed only by a job with the same fingerprint. In it: the model, the training
-data and its order (shards, batch size, shuffle, loader roles), the optimizer, the schedule's
-shape, clipping, accumulation, precision, ZeRO stage, seed, raw DeepSpeed keys, pruning, and the
-worker count — it sets the global batch and each rank's shards, and a ZeRO checkpoint is
-partitioned by it (resharding one honestly would still train another run).
+data and its order (shards, tokenizer when set, batch size, shuffle, loader roles), the
+optimizer, the schedule's shape, clipping, accumulation, precision, ZeRO stage, seed, raw
+DeepSpeed keys, pruning, and the worker count — it sets the global batch and each rank's
+shards, and a ZeRO checkpoint is partitioned by it (resharding one honestly would still
+train another run).
 
 Not in it: `train.steps` (raising it resumes and extends the same run), evaluation, logging and
 checkpoint cadence, validation data, caches, resources other than the worker count, tracking,
@@ -35,6 +36,12 @@ _FIELDS = (
     "data.loader_workers", "train.grad_clip", "train.grad_accum", "train.precision",
     "train.zero_stage", "train.seed", "resources.workers",
 )
+# Fields added after runs existed: in the identity only when set away from their default
+# (the default trains what the job trained before the field existed), so older runs keep their
+# fingerprints, folders and checkpoints.
+_FIELDS_IF_SET = {
+    "data.augment": "none", "data.mean": None, "data.std": None,
+}
 FINGERPRINT_CHARS = 12
 # Until `model` became one kind's fields (spec.sections.ModelSpec), every job's model section
 # held both kinds' fields, and a fingerprint hashed the other kind's defaults too. Filling them
@@ -73,7 +80,7 @@ def absolute_text(text: str, resolved: str, cwd: Path) -> str:
     return str(cwd / text)
 
 
-def _fields(tree: dict[str, Any], train_data: str) -> dict[str, Any]:
+def _fields(tree: dict[str, Any], train_data: str, tokenizer: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section in _WHOLE:
         value = _get(tree, section)
@@ -84,16 +91,28 @@ def _fields(tree: dict[str, Any], train_data: str) -> dict[str, Any]:
         _flatten(value, section, out)
     for name in _FIELDS:
         out[name] = _get(tree, name)
+    for name, default in _FIELDS_IF_SET.items():
+        value = _get(tree, name)
+        if value != default:
+            out[name] = value
     out["data.train"] = train_data
+    if tokenizer is not None:  # absent when unset: byte-level jobs keep their fingerprints
+        out["data.tokenizer"] = tokenizer
     return dict(sorted(out.items()))
 
 
-def identity(tree: dict[str, Any], train_resolved: str) -> dict[str, Any]:
+def identity(tree: dict[str, Any], train_resolved: str,
+             tokenizer_resolved: str | None = None) -> dict[str, Any]:
     """Dotted field → value, flat and sorted, of a dumped job: `model_dump` for what the
     fingerprint hashes, `public_dump` (secrets as ***) for what is stored and shown.
-    `train_resolved` is data.train's value, which decides whether it is a relative path."""
-    train = absolute_text(tree["data"]["train"], train_resolved, Path.cwd().resolve())
-    return _fields(tree, train)
+    `train_resolved` is data.train's value, which decides whether it is a relative path;
+    `tokenizer_resolved` likewise for data.tokenizer (it decides the ids trained on)."""
+    cwd = Path.cwd().resolve()
+    train = absolute_text(tree["data"]["train"], train_resolved, cwd)
+    tokenizer = tree["data"].get("tokenizer")
+    if tokenizer is not None and tokenizer_resolved is not None:
+        tokenizer = absolute_text(tokenizer, tokenizer_resolved, cwd)
+    return _fields(tree, train, tokenizer)
 
 
 def fingerprint(fields: dict[str, Any]) -> str:

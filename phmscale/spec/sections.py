@@ -263,6 +263,12 @@ class DataSpec(Section):
         None, description="Validation shards, same forms as train (a packed folder gives its "
         "val split)."
     )
+    tokenizer: str | None = Field(
+        None, description="causal_lm: the tokenizer.json the text was packed with (`phmscale "
+        "data pack … --tokenizer`); model.vocab_size must equal its size. Validation then "
+        "reports bits per byte from the bytes each token covers; generate and exports use it. "
+        "None: byte-level tokens (vocab 256).",
+    )
     batch_size: int = Field(64, ge=1, description="Samples per worker per micro-step.")
     loader_workers: int = Field(
         2, ge=0, le=64,
@@ -287,12 +293,40 @@ class DataSpec(Section):
         "$PHMSCALE_CACHE or ~/.cache/phmscale.",
     )
     memory_cache_mib: int = Field(
-        1024, ge=0,
-        description="Decoded training samples each loader process may hold in memory across "
-        "epochs, in MiB (0: off). Used when the whole train split fits (classify, not "
-        "resampled): a shard read whole once is then served from memory, in the same order, "
-        "by the training process.",
+        0, ge=0,
+        description="Parsed samples each loader process may keep in memory across epochs, in "
+        "MiB (0: off, every epoch streams from the shards). For small splits read many "
+        "times: a shard read whole once is then served from memory, in the same order.",
     )
+    augment: Literal["none", "cifar", "imagenet"] = Field(
+        "none",
+        description="Image augmentation, seeded per (train.seed, epoch, sample key): none "
+        "(fit to model.input_shape); cifar (pad 4, random crop, horizontal flip); imagenet "
+        "(train: random resized crop, scale 0.08-1, + flip; val: resize to 1.14x, center "
+        "crop). Validation never flips or crops at random.",
+    )
+    mean: list[float] | None = Field(
+        None, description="Per-channel mean of pixels scaled to [0, 1], subtracted after "
+        "scaling (None: the statistics `phmscale data pack` recorded for image data, else "
+        "none).",
+    )
+    std: list[float] | None = Field(
+        None, description="Per-channel standard deviation, divided after the mean (None: as "
+        "for mean).",
+    )
+
+    @model_validator(mode="after")
+    def _check_normalize(self) -> DataSpec:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("data.mean and data.std go together: set both (one value per "
+                             "channel) or neither")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std):
+                raise ValueError(f"data.mean has {len(self.mean)} values but data.std has "
+                                 f"{len(self.std)}: give one per channel in both")
+            if any(s <= 0 for s in self.std):
+                raise ValueError("data.std: every value must be > 0")
+        return self
 
 
 class OptimizerSpec(Section):
