@@ -2,9 +2,6 @@
 
 The contenders, all in this process:
 - engine: `phmscale.train.loop.train` — DeepSpeed, the WebDataset loader, meters, hooks;
-- engine_workers (when the engine reads inline, below): the same with its train and val
-  loaders reading in data.loader_workers processes, as a GPU step gets them — what reading
-  inline is worth here;
 - engine_mem: the same engine on the same batches held in memory (no loader): what DeepSpeed
   and the loop cost on their own;
 - bare: the same model (same init) on the batches in memory, plain torch AdamW,
@@ -18,10 +15,10 @@ drifts within seconds (by a third between two runs: docs/benchmarks.md, "bench s
 contender is only ever compared with the others run beside it; `engine_vs_bare_spread` is the
 max − min of the rounds' engine ratios.
 
-The engine's epoch 0 reads and decodes every sample from the tars; from epoch 1 on a loader
-that holds its decoded shards (held.py, `held`) serves them from memory, in this process when
-the step runs on the CPU (`read_inline`). Their ratios are also given apart
-(`engine_read_vs_bare`, `engine_held_vs_bare`): the quickstart runs 12 epochs, 1 of them read.
+The engine's loader reads in data.loader_workers processes beside the step (the quickstart: one
+worker on the 2 cores the step's threads use). Its first epoch reads the tars; a job that asks
+for data.memory_cache_mib has later epochs served from the worker's memory. The first epoch's
+ratio is also given apart (`engine_first_epoch_vs_bare`).
 """
 
 from __future__ import annotations
@@ -94,23 +91,17 @@ def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[s
     spec.train.grad_accum = 1
     spec.checkpoint.resume = False
     steps = max(default_steps(spec) if steps is None else steps, WARMUP + 3)
-    loader = make_loader(spec, "train", 0, 1, step_on_cpu=True)  # as the engine reads here
+    loader = make_loader(spec, "train", 0, 1)
     per_epoch = loader.batches_per_epoch
     batches = take(loader, min(steps, per_epoch))
-    held = loader.hold_bytes > 0 and steps > per_epoch
     # (part, first step, end) of an engine run's step times, for its ratios and waits.
-    parts = [("", WARMUP, steps), ("_read", WARMUP, per_epoch)]
-    if held:
-        parts.append(("_held", max(WARMUP, per_epoch), steps))
+    parts = [("", WARMUP, steps), ("_first_epoch", WARMUP, per_epoch)]
 
     def engine(name: str) -> dict[str, tuple[list[float], list[float]]]:
         """{name + part: (step times, data waits)} of one engine run."""
         kw: dict[str, Any] = {}
         if name == "engine_mem":
             kw = {"train_source": InMemorySource(batches), "val_source": None}
-        elif name == "engine_workers":  # the loaders as a GPU step gets them: workers read
-            kw = {"train_source": make_loader(spec, "train", 0, 1),
-                  "val_source": make_loader(spec, "val", 0, 1) if spec.data.val else None}
         result = train(spec, max_steps=steps, dry_run=True, use_gpu=False, **kw)
         if name == "engine_mem":
             return {name: (result.step_times[WARMUP:], result.wait_times[WARMUP:])}
@@ -118,8 +109,6 @@ def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[s
                 for part, lo, hi in parts}
 
     names = ["engine", "engine_mem", "bare"]
-    if loader.read_inline and spec.data.loader_workers:  # what reading inline saves
-        names.insert(1, "engine_workers")
     timed: list[dict[str, list[float]]] = []
     waits: dict[str, list[float]] = {}  # name → [data wait, step time], summed over rounds
     for i in range(rounds):
@@ -140,7 +129,7 @@ def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[s
     row: dict[str, Any] = {
         "job": spec.name, "rounds": rounds, "steps_timed": sum(len(r["bare"]) for r in timed),
         "batch": b, "loader_workers": spec.data.loader_workers, "batches_per_epoch": per_epoch,
-        "held": held, "read_inline": loader.read_inline,
+        "memory_cache_mib": spec.data.memory_cache_mib,
     }
     for name in names:
         row[f"{name}_samples_per_s"] = b / statistics.fmean([t for r in timed for t in r[name]])

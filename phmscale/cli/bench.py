@@ -60,12 +60,15 @@ def generate(
 def loader(
     as_json: bool = typer.Option(False, "--json", help="Print rows as JSON."),
     quick: bool = typer.Option(False, "--quick", help="A small run (seconds)."),
-    source: str = typer.Option("synthetic", "--source", help="synthetic (uint8 3×32×32) or a "
+    source: str = typer.Option("synthetic", "--source", help="synthetic (uint8 3×32×32), jpeg "
+                               "(ImageNet-like JPEGs, imagenet augment at 224: per worker "
+                               "against a tight decode + augment loop, 1 and 2 workers) or a "
                                "built-in name: digits, mnist1d, pystdlib."),
     workers: int = typer.Option(2, "--workers", min=0, help="Loader worker processes."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
 ) -> None:
-    """The WebDataset training loader against a plain sequential read of the same shards."""
+    """The WebDataset training loader against a plain sequential read of the same shards (or,
+    for --source jpeg, against a tight decode + augment loop)."""
     from phmscale.bench.loader import run
 
     rows = run(quick=quick, source=source, workers=workers, batch_size=batch_size)

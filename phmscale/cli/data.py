@@ -139,7 +139,6 @@ def inspect(
     samples: int = typer.Option(3, "--samples", "-n", min=0, help="Samples to show."),
 ) -> None:
     """Print the index summary of a packed dataset and its first few samples."""
-    from phmscale.data import tario
     from phmscale.data.urls import webdataset
     from phmscale.data.verify import targets
 
@@ -165,7 +164,7 @@ def inspect(
         table = Table(title=f"first {samples} sample(s) of {urls[0]}", title_justify="left")
         table.add_column("key")
         table.add_column("files")
-        pipeline = wds.DataPipeline(lambda: iter([{"url": urls[0]}]), tario.tarfile_to_samples())
+        pipeline = wds.DataPipeline(lambda: iter([{"url": urls[0]}]), wds.tarfile_to_samples())
         for sample in pipeline:
             table.add_row(sample["__key__"], _describe_sample(sample))
             if table.row_count >= samples:

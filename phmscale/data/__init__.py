@@ -8,10 +8,12 @@ Modules, read in this order:
 - `urls`     — patterns (brace, glob, pipe:, fsspec) → URLs → byte streams
 - `shards`   — a `data.train`/`data.val` string → shard URLs and sample counts
 - `verify`   — reading every shard and reporting what is wrong with it
-- `decode`   — a sample → model inputs; chunks of samples → tensors
 - `check`    — validate-time `check_data(spec, world_size)`
-- `epoch`    — what each DataLoader worker runs for one epoch (read, shuffle, decode, chunk)
-- `loader`   — `make_loader(spec, split, rank, world_size, *, step_on_cpu)` → `ShardLoader`
+- `plan`     — which shards each rank and loader role reads per epoch; batches per epoch
+- `augment`  — `data.augment` (cifar, imagenet) on decoded pixels, seeded per sample
+- `decode`   — a sample → parsed (label, array or image bytes) → model inputs; batches
+- `pipeline` — what each loader worker runs: one role's batches, epoch after epoch
+- `loader`   — `make_loader(spec, split, rank, world_size)` → `ShardLoader`
 
 No Ray, DeepSpeed or MLflow here: the engine passes rank and world size in.
 """

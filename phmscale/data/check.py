@@ -16,26 +16,13 @@ from typing import TYPE_CHECKING, Any
 from phmscale.data import urls as U
 from phmscale.data.builtins import BUILTIN_DATASETS, BUILTIN_SHARDS, BUILTINS, builtin_dir
 from phmscale.data.index import INDEX_NAME, read_index
+from phmscale.data.plan import common_batches, roles_for
 from phmscale.data.shards import packed_folder, resolve
+from phmscale.data.tokenizer import packed_tokenizer_problems, tokenizer_problems
 from phmscale.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from phmscale.spec import JobSpec
-
-
-def common_batches(counts: list[int], world: int, batch: int, *, train: bool,
-                   resampled: bool) -> int:
-    """batches_per_epoch, the count every rank is sure to reach (see loader's docstring).
-
-    train: shards move between ranks each epoch, so the worst-off rank holds the floor(S/W)
-    smallest shards; val: fixed assignment, the smallest rank's ceil(N_r / batch);
-    resampled: total / (W × batch), at least 1.
-    """
-    if resampled:
-        return max(1, sum(counts) // (world * batch)) if sum(counts) else 0
-    if train:
-        return sum(sorted(counts)[: len(counts) // world]) // batch
-    return min(math.ceil(sum(counts[r::world]) / batch) for r in range(world))
 
 
 def dataset_problems(dataset: dict[str, Any] | None, spec: JobSpec, field: str,
@@ -69,6 +56,7 @@ def dataset_problems(dataset: dict[str, Any] | None, spec: JobSpec, field: str,
         if vocab and vocab > m.vocab_size:
             problems.append(f"{where} holds tokens up to {vocab - 1} but model.vocab_size is "
                             f"{m.vocab_size}: set model.vocab_size: {vocab}")
+        problems += packed_tokenizer_problems(dataset, spec.data.tokenizer, where)
     return problems
 
 
@@ -122,11 +110,13 @@ def _check_field(spec: JobSpec, split: str, value: str, world: int, workers: int
                     if split == "train" else ""))
         problems.append(f"{field}: {value!r} has {len(urls)} shard(s) but {who} need at "
                         f"least {need}, or some sit idle and collectives hang: {fixes}")
-    elif counts and common_batches(counts, world, d.batch_size, train=split == "train",
-                                   resampled=resampled) == 0:
+    elif counts and common_batches(
+            counts, world, d.batch_size, train=split == "train", resampled=resampled,
+            roles=roles_for(len(counts), world, d.loader_workers, resampled=resampled)) == 0:
         problems.append(f"{field}: {value!r} holds {sum(counts)} samples in {len(counts)} "
-                        f"shard(s): over {world} rank(s) the smallest share is under one batch "
-                        f"of data.batch_size={d.batch_size}: lower data.batch_size or add data")
+                        f"shard(s): over {world} rank(s) × {workers} loader worker(s) the "
+                        f"smallest share is under one batch of data.batch_size={d.batch_size}: "
+                        f"lower data.batch_size or data.loader_workers, or add data")
     return problems + dataset_problems(dataset, spec, field, value)
 
 
@@ -139,11 +129,21 @@ def check_data(spec: JobSpec, world_size: int | None = None) -> list[str]:
     world = world_size or spec.resources.workers
     workers = max(1, spec.data.loader_workers)
     problems: list[str] = []
+    d, shape = spec.data, spec.model.input_shape
+    channels = shape[0] if len(shape) == 3 else 1
+    if d.mean is not None and spec.model.task == "classify" and len(d.mean) != channels:
+        problems.append(f"data.mean/data.std: {len(d.mean)} value(s) but model.input_shape "
+                        f"{list(shape)} has {channels} channel(s): give one per channel")
+    if d.augment != "none" and (spec.model.task != "classify" or len(shape) != 3):
+        problems.append(f"data.augment: {d.augment} needs images (model.task classify, "
+                        f"model.input_shape [C, H, W]), not {spec.model.task} with input_shape "
+                        f"{list(shape)}: set data.augment: none")
     for split in ("train", "val"):
         value = getattr(spec.data, split)
         if value is not None:
             problems += _check_field(spec, split, value, world, workers)
-    return problems
+    vocab = getattr(spec.model, "vocab_size", None)  # ResNets have none
+    return problems + tokenizer_problems(spec.data.tokenizer, spec.model.task, vocab)
 
 
 __all__ = ["BUILTINS", "check_data", "common_batches", "dataset_problems"]

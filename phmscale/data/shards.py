@@ -107,14 +107,12 @@ def resolve(value: str, split: str, cache_dir: str | None, *, count: bool = True
 
 def count_samples(urls: list[str], *, skip_errors: bool = False) -> list[int]:
     """Samples per shard, by reading each (no decoding)."""
-    from phmscale.data import tario
-
     wds = U.webdataset()
     handler = wds.ignore_and_continue if skip_errors else wds.reraise_exception
     counts = []
     for url in urls:
         pipeline = wds.DataPipeline(lambda url=url: iter([{"url": url}]),
-                                    tario.tarfile_to_samples(handler=handler))
+                                    wds.tarfile_to_samples(handler=handler))
         try:
             counts.append(sum(1 for _ in pipeline))
         except Exception as error:

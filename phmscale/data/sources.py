@@ -134,6 +134,32 @@ def _classify_source(
     return Source(name, "classify", keys, dtype, shape, num_classes, splits, extra or {})
 
 
+STATS_SAMPLES = 1000  # images decoded for pixel statistics: ±0.5% of the mean at 1000
+
+
+def pixel_stats(images: list[np.ndarray]) -> dict[str, list[float]]:
+    """Per-channel mean and std of (C, H, W) uint8 images, on pixels scaled to [0, 1]: what
+    `data.mean`/`data.std` default to (shards.json's dataset block)."""
+    channels = images[0].shape[0]
+    total = np.zeros(channels)
+    square = np.zeros(channels)
+    count = 0
+    for img in images:
+        px = img.reshape(channels, -1).astype(np.float64) / 255.0
+        total += px.sum(1)
+        square += (px * px).sum(1)
+        count += px.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(square / count - mean * mean, 1e-12))
+    return {"mean": [round(float(m), 4) for m in mean], "std": [round(float(s), 4) for s in std]}
+
+
+def _sample_indices(count: int, seed: int) -> list[int]:
+    """A seeded subsample of up to STATS_SAMPLES indices."""
+    rng = np.random.default_rng(seed)
+    return sorted(rng.permutation(count)[:STATS_SAMPLES].tolist())
+
+
 def arrays_source(
     name: str, native: dict[str, tuple[np.ndarray, np.ndarray]], *, split: str | None, seed: int,
     num_classes: int | None = None, extra: dict[str, Any] | None = None,
@@ -145,6 +171,9 @@ def arrays_source(
     x0 = next(iter(native.values()))[0]
     classes = num_classes or int(max(int(np.max(y)) for _, y in native.values()) + 1)
 
+    if x0.dtype == np.uint8 and x0.ndim == 4:  # images (N, C, H, W): record pixel statistics
+        xs = native.get("train", next(iter(native.values())))[0]
+        extra = {**pixel_stats([xs[i] for i in _sample_indices(len(xs), seed)]), **(extra or {})}
     numpy_dumps = webdataset().numpy_dumps
 
     def encode(part: str, i: int) -> Sample:
@@ -188,6 +217,10 @@ def image_folder(root: Path, *, split: str | None, seed: int) -> Source:
                 raise InvalidInputError(f"{f}: not a readable image ({error})") from error
     label = {c: i for i, c in enumerate(classes)}
     exts = sorted({IMAGE_EXTS[f.suffix.lower()] for fs in files.values() for f, _ in fs})
+    train = files.get("train") or files.get("all") or []
+    stats = pixel_stats([_thumbnail(train[i][0], 3 if shapes and max(s[0] for s in shapes) > 1
+                                    else 1) for i in _sample_indices(len(train), seed)])
+
 
     def encode(part: str, i: int) -> Sample:
         f, c = files[part][i]
@@ -197,8 +230,22 @@ def image_folder(root: Path, *, split: str | None, seed: int) -> Source:
         "image-folder", {p: len(fs) for p, fs in files.items()}, encode, split=split, seed=seed,
         keys=["cls", *exts] if len(exts) == 1 else ["cls"], dtype="uint8",
         shape=list(next(iter(shapes))) if len(shapes) == 1 else None,
-        num_classes=len(classes), extra={"classes": classes, "image_exts": exts},
+        num_classes=len(classes), extra={"classes": classes, "image_exts": exts, **stats},
     )
+
+
+def _thumbnail(path: Path, channels: int) -> np.ndarray:
+    """An image decoded small (JPEG at 1/8 scale in the DCT), (C, h, w) uint8: statistics
+    need the colours, not the detail."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        mode = "RGB" if channels == 3 else "L"
+        im.draft(mode, (64, 64))
+        im = im.convert(mode)
+        im.thumbnail((64, 64))
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def cifar(root: Path, *, split: str | None, seed: int) -> Source:

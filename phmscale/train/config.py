@@ -76,6 +76,10 @@ def deepspeed_config(spec: JobSpec, world_size: int) -> dict[str, Any]:
         "wall_clock_breakdown": False,
         "seed": t.seed,
     }
+    if opt.name == "sgd" and t.zero_stage:
+        # DeepSpeed vets Adam-family optimizers under ZeRO and asks for this flag for others;
+        # torch's SGD keeps no state beyond momentum, which ZeRO partitions like Adam's.
+        config["zero_allow_untested_optimizer"] = True
     return merge(config, t.deepspeed)
 
 

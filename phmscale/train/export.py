@@ -156,6 +156,6 @@ def evaluate_checkpoint(spec: JobSpec, checkpoint: str | None = None,
 
     ref = find_checkpoint(spec, checkpoint)
     model = load_weights(build_model(spec.model), consolidated_state(ref))
-    source = make_loader(spec, split, 0, 1, step_on_cpu=True)  # type: ignore[arg-type]
+    source = make_loader(spec, split, 0, 1)  # type: ignore[arg-type]
     env = DistEnv(0, 1, 0, torch.device("cpu"))
     return ref, evaluate(model, spec, source, env, torch.float32)

@@ -15,7 +15,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from phmscale.data import make_loader
-from phmscale.data.loader import plan_resume
+from phmscale.data.plan import common_batches, role_shards
 from phmscale.errors import InvalidInputError
 from tests.data.helpers import id_dataset, ids, spec, write_shards
 
@@ -55,15 +55,16 @@ def test_epochs_reshuffle_and_labels_follow_samples(even: Path) -> None:
         assert torch.equal(y, x[:, 0, 0].long() % 10)
 
 
-def test_plan_resume_replays_the_round_robin() -> None:
-    # Roles with 10, 3 and 6 samples, chunks of 4: order r0[4] r1[3] r2[4] r0[4] r2[2] r0[2].
-    assert plan_resume([10, 3, 6], 4, 0).phase == 0
-    assert plan_resume([10, 3, 6], 4, 7) == plan_resume([10, 3, 6], 4, 7)
-    p = plan_resume([10, 3, 6], 4, 8)  # inside r2's first chunk, 1 sample in
-    assert (p.phase, p.skip_chunks, p.drop) == (2, (1, 1, 0), 1)
-    p = plan_resume([10, 3, 6], 4, 15)  # after r0's second chunk: next is r2's second
-    assert (p.phase, p.skip_chunks, p.drop) == (2, (2, 2, 1), 0)
-    assert plan_resume([10, 3, 6], 4, 19) is None
+def test_the_plan_counts_what_the_worst_off_role_holds() -> None:
+    # 8 shards, 2 ranks × 2 roles: every role holds 2 shards; the 2 smallest hold 5 samples.
+    counts = [11, 3, 9, 14, 5, 7, 2, 13]
+    assert common_batches(counts, 2, 2, train=True, resampled=False, roles=2) == 2 * (5 // 2)
+    assert common_batches(counts, 1, 4, train=True, resampled=False, roles=1) == 64 // 4
+    assert common_batches(counts, 2, 4, train=True, resampled=True, roles=2) == 2 * (64 // 16)
+    # val: role 0 of rank 0 holds shards 0, 4 (16), role 1 shards 2, 6 (11): ceil each.
+    assert role_shards(range(8), 0, 2, 2) == [[0, 4], [2, 6]]
+    assert common_batches(counts, 2, 4, train=False, resampled=False, roles=2) == min(
+        4 + 3, 5 + 5)
 
 
 @pytest.mark.parametrize("world,rank", [(1, 0), (2, 1)])
@@ -91,36 +92,31 @@ def test_resampled_streams_and_resumes(even: Path) -> None:
     assert ids(list(loader.iterate(0, start_batch=5))) == ids(first[5:])
 
 
-@pytest.mark.parametrize("inline", [False, True])
-def test_val_is_a_complete_deterministic_pass(even: Path, inline: bool) -> None:
+def test_val_is_a_complete_deterministic_pass(even: Path) -> None:
     import multiprocessing
 
     s = spec(str(even), str(even / "train-*.tar"), batch_size=5)
-    loader = make_loader(s, "val", step_on_cpu=inline)  # inline: read here, 2 roles merged
-    assert loader.read_inline is inline
-    batches = loader.iterate(0)
-    a = [next(batches)]
-    assert (multiprocessing.active_children() == []) is inline  # mid-pass: workers or none
-    a += list(batches)
-    if inline:
-        assert ids(a) == ids(list(make_loader(s, "val").iterate(0)))  # what workers give
-        for rank in (0, 1):
-            assert (ids(list(make_loader(s, "val", rank, 2, step_on_cpu=True).iterate(0)))
-                    == ids(list(make_loader(s, "val", rank, 2).iterate(0))))
+    loader = make_loader(s, "val")  # 2 roles of 64 samples: 13 batches each, the last of 4
+    a = list(loader.iterate(0))
+    workers = {p.pid for p in multiprocessing.active_children()}
+    assert len(workers) == 2  # kept for the next evaluation
     b = list(loader.iterate(7))
+    assert {p.pid for p in multiprocessing.active_children()} == workers
     assert ids(a) == ids(b)  # no shuffle: the same order every epoch
-    assert sorted(ids(a)) == list(range(128))  # all of it, the last batch partial
-    assert [len(y) for _, y in a][-1] == 128 % 5 and len(a) == loader.batches_per_epoch
+    assert sorted(ids(a)) == list(range(128))  # all of it
+    assert [len(y) for _, y in a].count(4) == 2 and len(a) == loader.batches_per_epoch == 26
+    halves = [ids(list(make_loader(s, "val", r, 2).iterate(0))) for r in (0, 1)]  # 2 ranks
+    assert sorted(halves[0] + halves[1]) == list(range(128))
 
 
 def test_surplus_is_dropped_equally(tmp_path: Path) -> None:
     # 5 shards over 2 ranks: one rank holds 3 shards some epochs, 2 in others.
     pattern = write_shards(tmp_path / "odd", [6, 6, 6, 6, 6])
     counts = {make_loader(spec(pattern), "train", r, 2).batches_per_epoch for r in (0, 1)}
-    assert counts == {12 // 4}  # floor(5/2) = 2 shards × 6 samples is what every rank has
+    assert counts == {2 * (6 // 4)}  # 2 roles, each sure of floor(5 / 4) = 1 shard of 6
     for epoch in range(3):
         assert [len(list(make_loader(spec(pattern), "train", r, 2).iterate(epoch)))
-                for r in (0, 1)] == [3, 3]
+                for r in (0, 1)] == [2, 2]
 
 
 def test_plain_tar_and_shardwriter_shards(tmp_path: Path) -> None:
@@ -225,8 +221,7 @@ def _epochs(loader, first: int, count: int, start: int = 0) -> list[int]:
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
 def test_stream_is_iterate_epoch_after_epoch(tmp_path: Path, workers: int) -> None:
-    # Uneven shards: one worker gets through an epoch while the other is still in it, so chunks
-    # of the next epoch arrive early and must wait for it.
+    # Uneven shards: roles hold different sample counts but yield the same batches per epoch.
     pattern = write_shards(tmp_path / "uneven", [11, 3, 9, 14, 5, 7, 2, 13, 4, 10])
     loader = make_loader(spec(pattern, shuffle_buffer=6, loader_workers=workers), "train")
     p = loader.batches_per_epoch
@@ -249,31 +244,22 @@ def test_stream_matches_iterate_across_ranks_and_resampled(even: Path, tmp_path:
     assert ids(list(islice(loader.stream(p + 5), 3 * p - 5))) == _epochs(loader, 1, 3, 5)
 
 
-def test_only_a_cpu_step_reads_inline_and_only_held_train_splits(tmp_path: Path) -> None:
-    folder = id_dataset(tmp_path / "ids", [8] * 4)
-    pattern = str(folder / "train-{000000..000003}.tar")
-    assert not make_loader(spec(str(folder)), "train").read_inline  # a GPU step: workers read
-    assert not make_loader(spec(str(folder), val=pattern), "val").read_inline
-    assert make_loader(spec(str(folder)), "train", step_on_cpu=True).read_inline
-    assert make_loader(spec(str(folder), val=pattern), "val", step_on_cpu=True).read_inline
-    for not_held in ({"memory_cache_mib": 0}, {"resampled": True}):  # read every epoch
-        assert not make_loader(spec(str(folder), **not_held), "train",
-                               step_on_cpu=True).read_inline
-
-
-@pytest.mark.parametrize("inline", [False, True])
-def test_stream_tops_up_like_iterate(tmp_path: Path, inline: bool) -> None:
+def test_stream_tops_up_like_iterate(tmp_path: Path) -> None:
     folder = id_dataset(tmp_path / "ids", [8] * 8)
     _truncate(folder / "train-000003.tar", 0.5)
-    loader = make_loader(spec(str(folder), on_error="skip"), "train", step_on_cpu=inline)
-    assert loader.read_inline is inline  # the split fits: held, and read here when inline
+    loader = make_loader(spec(str(folder), on_error="skip"), "train")
     p = loader.batches_per_epoch
-    want = _epochs(make_loader(spec(str(folder), on_error="skip"), "train"), 0, 3, 3)
-    assert ids(list(islice(loader.stream(3), 3 * p - 3))) == want
-    if inline:
-        with pytest.raises(InvalidInputError, match=r"train-000003\.tar"):
-            list(islice(make_loader(spec(str(folder)), "train", step_on_cpu=True).stream(0),
-                        2 * p))
+    assert ids(list(islice(loader.stream(3), 3 * p - 3))) == _epochs(loader, 0, 3, 3)
+    with pytest.raises(InvalidInputError, match=r"train-000003\.tar"):
+        list(islice(make_loader(spec(str(folder)), "train").stream(0), 2 * p))
+
+
+def test_the_memory_cache_gives_the_same_batches(tmp_path: Path) -> None:
+    pattern = write_shards(tmp_path / "uneven", [11, 3, 9, 14, 5, 7, 2, 13])
+    plain = make_loader(spec(pattern, shuffle_buffer=6), "train")
+    cached = make_loader(spec(pattern, shuffle_buffer=6, memory_cache_mib=1), "train")
+    p = plain.batches_per_epoch
+    assert ids(list(islice(cached.stream(2), 4 * p))) == _epochs(plain, 0, 5, 2)[: 4 * p * 4]
 
 
 def _note_worker(path: str, worker_id: int) -> None:
@@ -297,8 +283,7 @@ def test_stream_keeps_its_workers_across_epochs(even: Path, tmp_path: Path,
                              **kwargs)
 
     monkeypatch.setattr(loader_module, "DataLoader", NotingDataLoader)
-    # Not holding decoded shards: a stream that holds the split stops its workers (below).
-    loader = make_loader(spec(str(even), loader_workers=2, memory_cache_mib=0), "train")
+    loader = make_loader(spec(str(even), loader_workers=2), "train")
     stream = loader.stream(0)
     assert len(list(islice(stream, 4 * loader.batches_per_epoch))) == 4 * 32  # 4 epochs
     assert len(made) == 1  # one DataLoader …
@@ -311,27 +296,3 @@ def test_stream_keeps_its_workers_across_epochs(even: Path, tmp_path: Path,
     assert len(multiprocessing.active_children()) == 2
     del stream  # garbage collection stops them too
     assert multiprocessing.active_children() == []
-
-
-def test_stream_with_unequal_roles_holds_little(tmp_path: Path, monkeypatch) -> None:
-    """3 shards over 2 workers: role 0 reads 2, role 1 reads 1. Without padding the short role
-    would run ahead by half an epoch's chunks every epoch, and they would pile up."""
-    from phmscale.data import loader as loader_module
-
-    held: list[int] = []
-
-    class Counting(loader_module._ByEpoch):
-        def of(self, epoch):  # noqa: ANN001, ANN202
-            for item in super().of(epoch):
-                held.append(sum(len(q) for q in self.early.values()))
-                yield item
-
-    monkeypatch.setattr(loader_module, "_ByEpoch", Counting)
-    pattern = write_shards(tmp_path / "three", [40, 40, 40])
-    loader = make_loader(spec(pattern, shuffle_buffer=0, loader_workers=2), "train")
-    p = loader.batches_per_epoch
-    stream = loader.stream(0)
-    got = ids(list(islice(stream, 12 * p)))
-    stream.close()
-    assert got == _epochs(loader, 0, 12)
-    assert max(held) <= 40, max(held)  # prefetched chunks at most, not 12 epochs of surplus

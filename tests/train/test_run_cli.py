@@ -40,7 +40,7 @@ def test_bench_step_json_is_json_and_writes_nothing(tmp_path):
     for key in ("engine_vs_bare", "engine_mem_vs_bare"):
         assert 0.05 < row[key] < 5, row
     assert 0 <= row["engine_data_wait_frac"] <= 1
-    assert row["read_inline"] is True  # digits fits in memory and the step runs on the CPU
+    assert row["batches_per_epoch"] == 25  # builtin:digits, 1617 samples, batch 64, one role
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
