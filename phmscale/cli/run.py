@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def summary_table(spec: JobSpec, r) -> Table:  # noqa: ANN001 (TrainResult)
     return table
 
 
-def dry_run_table(spec: JobSpec, r) -> Table:  # noqa: ANN001 (TrainResult)
+def dry_run_table(spec: JobSpec, r, workers: int) -> Table:  # noqa: ANN001
     """What a user checks before spending cluster time."""
     from phmscale.models import summarize
 
@@ -98,17 +99,63 @@ def dry_run_table(spec: JobSpec, r) -> Table:  # noqa: ANN001 (TrainResult)
     mfu = r.metrics.get("mfu")
     table.add_row("MFU", (f"{100 * mfu:.1f}%" if mfu is not None else "unknown")
                   + f" (peak: {r.peak.source if r.peak else 'unknown'})")
-    table.add_row("peak memory (this process)", _fmt_bytes(r.peak_memory_bytes))
+    table.add_row("peak memory (this process)", f"{_fmt_bytes(r.peak_memory_bytes)} of tensors")
     table.add_row(
-        f"estimated job wall time ({spec.resources.workers} workers)",
+        f"estimated job wall time ({workers} workers)",
         f"{remaining * step_s / 60:.1f} min for {remaining} steps "
         "(per-worker batch is fixed, so step time is this one plus gradient all-reduce)",
     )
+    here, there, comm = _estimates(spec, workers)
+    table.add_row("estimated peak memory (this process)",
+                  f"{_fmt_bytes(here.peak_bytes)} (at {here.peak_at}; "
+                  f"{here.peak_bytes / max(r.peak_memory_bytes, 1):.2f}× the measured)")
+    table.add_row("  activations", f"{_fmt_bytes(here.activations_plain)} plain, "
+                  f"{_fmt_bytes(here.activations_checkpointed)} checkpointed (training: "
+                  f"{'on' if here.activation_checkpointing else 'off'})")
     table.add_row(
-        f"memory per worker (ZeRO-{spec.train.zero_stage}, {spec.resources.workers} workers)",
-        f"{_fmt_bytes(s.memory.total_bytes)} params+grads+optimizer, plus activations",
+        f"memory per worker (ZeRO-{spec.train.zero_stage}, {workers} workers)",
+        f"{_fmt_bytes(there.peak_bytes)} peak: params {_fmt_bytes(there.parameters)}, grads "
+        f"{_fmt_bytes(there.gradients)}, optimizer {_fmt_bytes(there.optimizer_state)} + "
+        f"fp32 master {_fmt_bytes(there.master_weights)}, activations "
+        f"{_fmt_bytes(there.activations)}",
     )
+    table.add_row(f"communication per step ({workers} workers)",
+                  f"{_fmt_bytes(comm.total_bytes)} sent per rank (gradients "
+                  f"{_fmt_bytes(comm.gradient_bytes)}, parameter gathers "
+                  f"{_fmt_bytes(comm.parameter_bytes)})")
     return table
+
+
+def _estimates(spec: JobSpec, workers: int):  # noqa: ANN202
+    """Memory here (one process, as measured), memory and traffic per worker of the job."""
+    from phmscale.train.estimate import estimate_comm, estimate_memory
+
+    return (estimate_memory(spec, 1), estimate_memory(spec, workers),
+            estimate_comm(spec, workers))
+
+
+def dry_run_json(spec: JobSpec, r, workers: int) -> dict:  # noqa: ANN001 (TrainResult)
+    """The dry run's figures for scripts: the measured peak beside its estimate."""
+    import torch
+
+    timed = r.step_times[2:] or r.step_times
+    here, there, comm = _estimates(spec, workers)
+    return {
+        "job": spec.name,
+        "steps": len(r.step_times),
+        "step_time_s": statistics.median(timed),
+        "mfu": r.metrics.get("mfu"),
+        "peak_memory_bytes": r.peak_memory_bytes,
+        "peak_memory_source": ("torch.cuda.max_memory_allocated" if torch.cuda.is_available()
+                               else "torch.profiler: CPU tensor allocations (train/tensor_peak.py)"),
+        "estimated_peak_memory_bytes": here.peak_bytes,
+        "estimate": here.to_dict(),
+        "per_worker": {"workers": workers,
+                       "estimated_peak_memory_bytes": there.peak_bytes,
+                       "estimate": there.to_dict(),
+                       "communication_bytes_per_step": comm.total_bytes,
+                       "communication": comm.to_dict()},
+    }
 
 
 def run(
@@ -122,12 +169,20 @@ def run(
     peak_flops: float | None = typer.Option(
         None, "--peak-flops", help="Peak FLOP/s of this device for MFU (default: table or "
         "measured CPU GEMM)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="With --dry-run: print its figures (measured and estimated peak "
+        "memory, communication per step) as JSON on stdout, the progress bar on stderr."),
 ) -> None:
     """Train a job here: one process, one GPU if present else the CPU."""
     from phmscale.data.check import check_job_data
+    from phmscale.errors import InvalidInputError
     from phmscale.train.job import Launch, run_job
 
+    if json_out and not dry_run:
+        raise InvalidInputError("--json prints a dry run's figures: add --dry-run, or drop "
+                                "--json (a training run prints its summary table)")
     spec = load_job(job, set_)
+    workers = spec.resources.workers  # the job's: its estimates are per worker of the job
     if spec.resources.workers != 1:  # one process here: the run (and its identity) says so
         resources = spec.resources.model_copy(update={"workers": 1})
         spec = spec.model_copy(update={"resources": resources})
@@ -142,11 +197,17 @@ def run(
                TextColumn("loss {task.fields[loss]:.4f}"),
                TextColumn("{task.fields[rate]:.0f} samples/s"), TextColumn("{task.fields[q]}"),
                TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
+    bar = Console(stderr=True) if json_out else console  # stdout: the JSON alone
+    with Progress(*columns, console=bar, transient=False) as progress:
         launch = Launch("local", late_hooks=[ProgressHook(progress, total)], max_steps=total,
                         dry_run=dry_run, peak_flops=peak_flops)
         result = run_job(spec, launch)
-    console.print(dry_run_table(spec, result) if dry_run else summary_table(spec, result))
+    if json_out:
+        print(json.dumps(dry_run_json(spec, result, workers), indent=2))
+    elif dry_run:
+        console.print(dry_run_table(spec, result, workers))
+    else:
+        console.print(summary_table(spec, result))
     if result.status == "interrupted":
         console.print(f"[yellow]interrupted at step {result.step}; checkpoint "
                       f"{spec.mask(result.checkpoint or 'none')}. Run the same command to "

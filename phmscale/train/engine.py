@@ -20,6 +20,7 @@ from phmscale.spec import JobSpec
 from phmscale.train.config import check_deepspeed_config, deepspeed_config, lr_lambda, merge
 from phmscale.train.dist import DistEnv, dist_env, init_distributed, pin_cpu_accelerator
 from phmscale.train.schedule import LambdaSchedule
+from phmscale.train.tensor_peak import TensorPeak
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -32,6 +33,7 @@ class EngineParts:
     model: torch.nn.Module
     config: dict[str, Any]
     dtype: torch.dtype
+    memory: TensorPeak  # the tensor peak, counted from before the model was built
 
 
 def check_compile() -> None:
@@ -51,16 +53,30 @@ def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
         if spec.train.compile:
             check_compile()
         pin_cpu_accelerator()
-    import deepspeed
     from deepspeed.utils import logger as ds_logger
 
     ds_logger.setLevel(logging.WARNING)  # its INFO lines per engine/checkpoint drown the bar
 
-    from phmscale.models import build_model
-
     config = deepspeed_config(spec, env.world_size)
     check_deepspeed_config(config, spec.mask)
     init_distributed(env)
+
+    memory = TensorPeak(env.device).start()
+    try:
+        parts = _build(spec, env, config)
+    except BaseException:
+        memory.stop()
+        raise
+    # On the engine, not the model: a compiled model (train.compile) would trace the hook.
+    memory.watch(parts[1], spec.train.grad_accum)
+    return EngineParts(*parts, memory=memory)
+
+
+def _build(spec: JobSpec, env: DistEnv, config: dict[str, Any]) -> tuple[Any, ...]:
+    """Model → `deepspeed.initialize`: (env, engine, scheduler, model, config, dtype)."""
+    import deepspeed
+
+    from phmscale.models import build_model
 
     torch.manual_seed(spec.train.seed)  # identical init on every rank
     model = build_model(spec.model)
@@ -88,5 +104,5 @@ def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
     # Its components read their settings at initialize, above, so they keep the real value.
     config = spec.mask_tree(merge(config, spec.public_dump()["train"]["deepspeed"]))
     engine.config = config
-    return EngineParts(env, engine, scheduler, model, config, dtype)
+    return env, engine, scheduler, model, config, dtype
 

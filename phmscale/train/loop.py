@@ -223,10 +223,10 @@ def _sources(spec: JobSpec, env: DistEnv, train_source: BatchSource | None,
         return train_source, val_source
     from phmscale.data import make_loader
 
-    rank, world = env.rank, env.world_size
-    train_source = train_source or make_loader(spec, "train", rank, world)
+    rank, world, cpu = env.rank, env.world_size, env.device.type == "cpu"
+    train_source = train_source or make_loader(spec, "train", rank, world, step_on_cpu=cpu)
     if spec.data.val and val_source is None:
-        val_source = make_loader(spec, "val", rank, world)
+        val_source = make_loader(spec, "val", rank, world, step_on_cpu=cpu)
     return train_source, val_source
 
 
@@ -290,6 +290,6 @@ def train(
     if dry_run:
         result.status = "dry_run"
     result.wall_s = time.perf_counter() - began
-    result.peak_memory_bytes = peak_memory_bytes(env.device)
+    result.peak_memory_bytes = parts.memory.peak_bytes()  # tensors (train/tensor_peak.py)
     hooks.on_end(result)
     return result
