@@ -1,4 +1,4 @@
-"""`phmscale data pack | verify | inspect`: make, check and look at WebDataset shards.
+"""`phmscale data pack | verify | inspect | tokenizer train`: make, check and look at WebDataset shards.
 
 Thin: parse, call phmscale.data, print. phmscale.data (and with it torch, via webdataset) is
 imported inside each command so that other verbs do not pay for it at start-up.
@@ -49,7 +49,13 @@ def pack(
         help="Exactly this many shards per split (at least ranks × loader workers).",
     ),
     chunk_len: int = typer.Option(
-        513, "--chunk-len", min=2, help="text: bytes per sample (model.seq_len + 1 or more)."
+        513, "--chunk-len", min=2,
+        help="text: bytes per sample, or tokens with --tokenizer (model.seq_len + 1 or more).",
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer",
+        help="text: a tokenizer.json; samples become npy token ids (uint16 for vocabularies up "
+        "to 65,536, else uint32) instead of raw bytes.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for the split and the sample order."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a packed OUT."),
@@ -62,7 +68,19 @@ def pack(
     from phmscale.data import pack as pack_source
     from phmscale.errors import InvalidInputError
 
-    if source.startswith("builtin:"):
+    if tokenizer is not None:
+        from phmscale.data.sources import tokenized_source
+        from phmscale.data.tokenizer import load_tokenizer
+
+        if (format or "text") != "text" or (source.startswith("builtin:") and split):
+            raise InvalidInputError("--tokenizer packs text: use --format text (or "
+                                    "builtin:pystdlib, which has its own split)")
+        name, text = _text_of(source)
+        data = tokenized_source(name, text, load_tokenizer(tokenizer, "--tokenizer"),
+                                split=split or ("train=0.9,val=0.1" if name == "pystdlib"
+                                                else None), chunk_len=chunk_len)
+        shards = shards or (None if shard_size or name != "pystdlib" else 8)
+    elif source.startswith("builtin:"):
         if split or format:
             raise InvalidInputError(f"{source} has its own format and split: drop --split/--format")
         data = builtin_source(source.removeprefix("builtin:"), seed=seed)
@@ -80,6 +98,52 @@ def pack(
         size = sum(index["shards"][s]["bytes"] for s in entry["shards"])
         table.add_row(name, str(len(entry["shards"])), str(entry["count"]), _mb(size))
     console.print(table)
+
+
+def _text_of(source: str) -> tuple[str, bytes]:
+    """(name, bytes) of a text source: a file, a folder of files, or builtin:pystdlib."""
+    from phmscale.data.builtins import pystdlib_bytes, pystdlib_max_bytes
+    from phmscale.data.sources import read_text_files
+    from phmscale.errors import InvalidInputError
+
+    if source == "builtin:pystdlib":
+        return "pystdlib", pystdlib_bytes(pystdlib_max_bytes())
+    if source.startswith("builtin:"):
+        raise InvalidInputError(f"{source} is not text: the text built-in is builtin:pystdlib")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InvalidInputError(f"{path}: no such file or directory")
+    return "text", read_text_files(path)
+
+
+tokenizer_app = typer.Typer(
+    name="tokenizer", help="Train a byte-level BPE tokenizer for text data.",
+    no_args_is_help=True,
+)
+data_app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    source: str = typer.Argument(
+        ..., help="A text file, a folder of text files (all, sorted by path), or "
+        "builtin:pystdlib."),
+    vocab_size: int = typer.Option(..., "--vocab-size", min=257,
+                                   help="Token ids in all (256 bytes + merges)."),
+    out: Path = typer.Option(Path("tokenizer.json"), "--out", help="tokenizer.json to write."),
+) -> None:
+    """Train a byte-level BPE (deterministic: the same text gives the same file); pack with
+    `phmscale data pack SRC OUT --format text --tokenizer tokenizer.json` and name it in the job
+    as data.tokenizer (model.vocab_size = its size)."""
+    from phmscale.data.tokenizer import train_bpe
+
+    _, text = _text_of(source)
+    tok = train_bpe(text.decode("utf-8", errors="replace"), vocab_size, out)
+    ids = tok.encode(text[:1_000_000].decode("utf-8", errors="replace"))
+    sample = min(len(text), 1_000_000)
+    console.print(f"{out}: {tok.vocab_size} tokens, sha256 {tok.sha256[:12]}; "
+                  f"{sample / max(len(ids), 1):.2f} bytes per token on the first "
+                  f"{_mb(sample)} MB of {source}", highlight=False)
 
 
 @data_app.command()

@@ -88,10 +88,12 @@ def generate_(
     top_k: int | None = typer.Option(None, "--top-k", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler (temperature > 0)."),
 ) -> None:
-    """Continue a prompt with an exported byte-level causal LM (KV cache; PHM layers take
-    their few-row decode path)."""
+    """Continue a prompt with an exported causal LM (KV cache; PHM layers take their few-row
+    decode path). Text becomes ids through the export's tokenizer.json when it has one (a job
+    with data.tokenizer), else as UTF-8 bytes."""
     import torch
 
+    from phmscale.data.tokenizer import export_tokenizer
     from phmscale.errors import InvalidInputError
     from phmscale.models import decode_bytes, encode_bytes, generate, load_pretrained
     from phmscale.models.pretrained import read_manifest
@@ -104,13 +106,15 @@ def generate_(
         raise InvalidInputError(f"{folder} holds a {manifest.get('task')} model: generate "
                                 "needs a causal_lm export")
     model = load_pretrained(folder)
-    prompt_ids = encode_bytes(prompt)
+    tokenizer = export_tokenizer(folder)
+    prompt_ids = (torch.tensor([tokenizer.encode(prompt)], dtype=torch.int64)  # (1, T)
+                  if tokenizer else encode_bytes(prompt))
     try:
         out = generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
                        generator=torch.Generator().manual_seed(seed))
     except ValueError as error:  # past the model's context (seq_len), a bad argument
         raise InvalidInputError(str(error)) from None
-    typer.echo(decode_bytes(out[0]))
+    typer.echo(tokenizer.decode(out[0].tolist()) if tokenizer else decode_bytes(out[0]))
 
 
 def register(app: typer.Typer) -> None:

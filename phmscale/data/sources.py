@@ -7,7 +7,9 @@ Sample format (what every shard holds, keyed `{split}_{index:08d}`):
   float32) — and `cls`, the class index as ASCII digits.
 - classification, image-folder: the file's original bytes under `png` or `jpg` (no re-encoding:
   lossless, and JPEG stays ~10× smaller than raw pixels) and `cls`.
-- text (text, pystdlib): `bin`, a chunk of `chunk_len` raw bytes (byte-level tokens, vocab 256).
+- text (text, pystdlib): `bin`, a chunk of `chunk_len` raw bytes (byte-level tokens, vocab 256);
+  with a tokenizer (`--tokenizer`), `npy`, a chunk of `chunk_len` token ids (uint16 for
+  vocabularies up to 65,536, else uint32).
 
 Splits: a source with its own split (CIFAR's test batch, MNIST's t10k files, mnist1d's test set,
 an image folder with train/ and val/ subfolders, npz arrays x_val/y_val) keeps it, its test part
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from phmscale.data.tokenizer import Tokenizer, token_dtype
 from phmscale.data.urls import webdataset
 from phmscale.errors import InvalidInputError
 
@@ -221,7 +224,6 @@ def image_folder(root: Path, *, split: str | None, seed: int) -> Source:
     stats = pixel_stats([_thumbnail(train[i][0], 3 if shapes and max(s[0] for s in shapes) > 1
                                     else 1) for i in _sample_indices(len(train), seed)])
 
-
     def encode(part: str, i: int) -> Sample:
         f, c = files[part][i]
         return {IMAGE_EXTS[f.suffix.lower()]: f.read_bytes(), "cls": b"%d" % label[c]}
@@ -337,29 +339,62 @@ def npz(path: Path, *, split: str | None, seed: int) -> Source:
 # -- text ---------------------------------------------------------------------------------
 
 
-def text_source(name: str, data: bytes, *, split: str | None, chunk_len: int,
-                extra: dict[str, Any] | None = None) -> Source:
-    """Byte chunks of `chunk_len` from contiguous ranges of `data` (remainders dropped)."""
+def _text_splits(name: str, data: bytes, split: str | None, chunk_len: int, units: str,
+                 encode: Callable[[bytes], Any], key: str,
+                 write: Callable[[Any], bytes]) -> tuple[list[Split], dict[str, dict[str, int]]]:
+    """Splits of contiguous byte ranges of `data` (no chunk of val text is ever seen in train),
+    each range encoded to a sequence of `units` (bytes, or token ids) and cut into samples
+    {key: write(chunk of chunk_len)} (remainders dropped); also each split's byte and unit
+    counts."""
     parts = parse_split(split) or parse_split(DEFAULT_SPLIT) or []
-    splits, start = [], 0
+    splits, counts, start = [], {}, 0
     for k, (part, frac) in enumerate(parts):
         stop = len(data) if k == len(parts) - 1 else start + int(frac * len(data))
-        piece = data[start:stop]
-        count = len(piece) // chunk_len
+        seq = encode(data[start:stop])
+        count = len(seq) // chunk_len
+        counts[part] = {"bytes": stop - start, units: len(seq)}
 
-        def chunks(piece: bytes = piece, count: int = count) -> Iterator[Sample]:
+        def chunks(seq: Any = seq, count: int = count) -> Iterator[Sample]:
             for i in range(count):
-                yield {"bin": piece[i * chunk_len : (i + 1) * chunk_len]}
+                yield {key: write(seq[i * chunk_len : (i + 1) * chunk_len])}
 
         splits.append(Split(part, count, chunks))
         start = stop
     if not splits or splits[0].count == 0:
+        first = parts[0][0] if parts else "train"
+        got = "" if units == "bytes" else f" ({counts.get(first, {}).get(units, 0)} {units})"
         raise InvalidInputError(
-            f"{name}: {len(data)} bytes give no chunk of {chunk_len} bytes for "
-            f"'{parts[0][0] if parts else 'train'}': lower --chunk-len or add text"
-        )
+            f"{name}: {len(data)} bytes{got} give no chunk of {chunk_len} {units} for "
+            f"'{first}': lower --chunk-len or add text")
+    return splits, counts
+
+
+def text_source(name: str, data: bytes, *, split: str | None, chunk_len: int,
+                extra: dict[str, Any] | None = None) -> Source:
+    """Byte chunks of `chunk_len` from contiguous ranges of `data` (remainders dropped)."""
+    splits, _ = _text_splits(name, data, split, chunk_len, "bytes", bytes, "bin", bytes)
     meta = {"chunk_len": chunk_len, "vocab_size": 256, "bytes": len(data), **(extra or {})}
     return Source(name, "causal_lm", ["bin"], "uint8", [chunk_len], None, splits, meta)
+
+
+def tokenized_source(name: str, data: bytes, tokenizer: Tokenizer, *, split: str | None,
+                     chunk_len: int, extra: dict[str, Any] | None = None) -> Source:
+    """Chunks of `chunk_len` token ids (`npy`, uint16 or uint32) from contiguous byte ranges of
+    `data`, each range encoded on its own (no token straddles two splits; remainders dropped).
+
+    Bytes that are not UTF-8 become U+FFFD before encoding. The dataset block records each
+    split's text bytes and tokens (`counts`) and the tokenizer's sha256, which `check_data`
+    compares with data.tokenizer's."""
+    dtype = token_dtype(tokenizer.vocab_size)
+
+    def encode(piece: bytes) -> np.ndarray:
+        return np.asarray(tokenizer.encode(piece.decode("utf-8", errors="replace")), dtype)
+
+    splits, counts = _text_splits(name, data, split, chunk_len, "tokens", encode, "npy",
+                                  webdataset().numpy_dumps)
+    meta = {"chunk_len": chunk_len, "vocab_size": tokenizer.vocab_size, "bytes": len(data),
+            "tokenizer_sha256": tokenizer.sha256, "counts": counts, **(extra or {})}
+    return Source(name, "causal_lm", ["npy"], dtype.name, [chunk_len], None, splits, meta)
 
 
 def read_text_files(root: Path) -> bytes:

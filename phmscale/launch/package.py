@@ -82,7 +82,7 @@ def resolve_for_cluster(spec: JobSpec, cwd: Path | None = None
     data["tracking"]["uri"] = absolute_tracking_uri(split_credentials(text)[0], cwd)
     data["checkpoint"]["dir"] = absolute_text(
         data["checkpoint"]["dir"] or spec.checkpoint_dir, spec.checkpoint_dir, cwd)
-    for key in ("train", "val", "cache_dir"):
+    for key in ("train", "val", "tokenizer", "cache_dir"):
         if data["data"].get(key):
             data["data"][key] = absolute_text(data["data"][key], real["data"][key], cwd)
     resolved = load_job_dict(data, source="<resolved job>")

@@ -104,7 +104,7 @@ class JobSpec(Section):
         """The fields that decide what is trained (see `phmscale.spec.identity`); `shown`:
         with secrets as ***, for run.json and messages."""
         tree = self.public_dump() if shown else self.model_dump(mode="json")
-        return identity(tree, self.data.train)
+        return identity(tree, self.data.train, self.data.tokenizer)
 
     def fingerprint(self) -> str:
         return fingerprint(self.identity())

@@ -38,12 +38,14 @@ class PhmscaleModel(mlflow.pyfunc.PythonModel):
     top_k, seed)."""
 
     def load_context(self, context: Any) -> None:
+        from phmscale.data.tokenizer import export_tokenizer
         from phmscale.models import load_pretrained
         from phmscale.models.pretrained import read_manifest
 
         folder = context.artifacts["export"]
         self.task = read_manifest(folder).get("task")
         self.model = load_pretrained(folder)
+        self.tokenizer = export_tokenizer(folder)  # None: byte-level ids
 
     # untyped on purpose: MLflow reads predict's type hints as an input schema to enforce
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
@@ -64,12 +66,15 @@ class PhmscaleModel(mlflow.pyfunc.PythonModel):
 
         from phmscale.models import decode_bytes, encode_bytes, generate
 
-        prompt = encode_bytes(text)
+        tok = self.tokenizer
+        prompt = (torch.tensor([tok.encode(text)], dtype=torch.int64) if tok  # (1, T)
+                  else encode_bytes(text))
         out = generate(self.model, prompt, int(params.get("max_new_tokens", 64)),
                        temperature=float(params.get("temperature", 0.0)),
                        top_k=int(params.get("top_k", 0)) or None,
                        generator=torch.Generator().manual_seed(int(params.get("seed", 0))))
-        return decode_bytes(out[0, prompt.shape[1]:])
+        new = out[0, prompt.shape[1]:]
+        return tok.decode(new.tolist()) if tok else decode_bytes(new)
 
 
 def _is_text(values: Any) -> bool:

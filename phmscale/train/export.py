@@ -89,11 +89,14 @@ def export(spec: JobSpec, out: str | Path, checkpoint: str | None = None,
     import yaml
     from safetensors.torch import save_file
 
+    from phmscale.data.tokenizer import TOKENIZER_FILE, load_tokenizer
     from phmscale.models import build_model, summarize
     from phmscale.models.pretrained import JOB, MANIFEST, WEIGHTS, fold_dense, load_weights
     from phmscale.tracking.model_registry import run_metrics
 
     ref = find_checkpoint(spec, checkpoint)
+    # refused before any work when data.tokenizer is gone; copied so the export is whole
+    tokenizer = load_tokenizer(spec.data.tokenizer) if spec.data.tokenizer else None
     run_id = owner(ref).get("run_id")
     model = load_weights(build_model(spec.model), consolidated_state(ref))
     if fold:
@@ -112,6 +115,9 @@ def export(spec: JobSpec, out: str | Path, checkpoint: str | None = None,
               metadata={"format": "pt", "phmscale.folded": str(fold).lower()})
     (aside / JOB).write_text(yaml.safe_dump(spec.public_dump(), sort_keys=False))
     manifest = {**asdict(result), "exported": time.time(), "task": spec.model.task}
+    if tokenizer is not None:
+        shutil.copyfile(tokenizer.path, aside / TOKENIZER_FILE)
+        manifest["tokenizer_sha256"] = tokenizer.sha256
     (aside / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     (aside / "README.md").write_text(_card(spec, result))
     if final.exists():
@@ -134,7 +140,9 @@ def _card(spec: JobSpec, r: ExportResult) -> str:
         "- load: `from phmscale.models import load_pretrained; model = "
         "load_pretrained(\"THIS_FOLDER\")`\n"
         "- files: model.safetensors (weights), job.yaml (the job, secrets as ***), "
-        "export.json\n")
+        "export.json" + (", tokenizer.json (ids ↔ text: `phmscale.data.tokenizer."
+                         "load_tokenizer(\"THIS_FOLDER\")`)" if spec.data.tokenizer else "")
+        + "\n")
 
 
 def _metrics_line(metrics: dict[str, float] | None) -> str:
