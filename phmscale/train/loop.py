@@ -223,10 +223,10 @@ def _sources(spec: JobSpec, env: DistEnv, train_source: BatchSource | None,
         return train_source, val_source
     from phmscale.data import make_loader
 
-    rank, world, cpu = env.rank, env.world_size, env.device.type == "cpu"
-    train_source = train_source or make_loader(spec, "train", rank, world, step_on_cpu=cpu)
+    rank, world = env.rank, env.world_size
+    train_source = train_source or make_loader(spec, "train", rank, world)
     if spec.data.val and val_source is None:
-        val_source = make_loader(spec, "val", rank, world, step_on_cpu=cpu)
+        val_source = make_loader(spec, "val", rank, world)
     return train_source, val_source
 
 
