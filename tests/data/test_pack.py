@@ -115,7 +115,14 @@ def test_every_format_packs_and_reads_back(tmp_path: Path, fmt: str) -> None:
     x, y = next(iter(loader.iterate(0)))
     if source.task == "classify":
         assert x.shape == (2, *model.get("input_shape", [1, 4])) and x.dtype == torch.float32
-        assert 0 <= float(x.min()) and float(x.max()) <= 1 and y.dtype == torch.int64
+        assert y.dtype == torch.int64
+        stats = index["dataset"].get("mean"), index["dataset"].get("std")
+        if index["dataset"]["dtype"] != "uint8":  # float arrays are taken as they are
+            assert stats == (None, None) and 0 <= float(x.min()) and float(x.max()) <= 1
+        else:  # pixels: scaled to [0, 1], then normalized by the statistics recorded at pack
+            mean, std = (torch.tensor(s).view(1, -1, *[1] * (x.dim() - 2)) for s in stats)
+            raw = x * std + mean
+            assert -1e-5 <= float(raw.min()) and float(raw.max()) <= 1 + 1e-5
     else:
         assert x.shape == (2, 31) and torch.equal(x[:, 1:], y[:, :-1])
 
