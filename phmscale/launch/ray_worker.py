@@ -18,7 +18,7 @@ Checkpoints go through Ray Train's storage, in the engine's own layout:
 
 Every rank calls `ray.train.report` the same number of times: once per checkpoint and once at
 the end (Ray Train V2 treats report as a barrier). `RankZeroReport` sets the dashboard gauges
-(samples/s, loss, step) and writes one progress line per logging window to the job's log.
+(`GAUGE_METRICS`: throughput, loss, the step-time split, checkpoint stalls, MFU, memory) and writes one progress line per logging window to the job's log.
 
 The MLflow run survives worker-group restarts two ways: the run id rides in the checkpoint's
 client state (the engine's doing), and, for a restart before the first checkpoint, rank 0 keeps
@@ -118,25 +118,45 @@ def restore(checkpoint: Any, into: Path) -> Path | None:
     return target
 
 
+# The loop's window metrics (train/meters.py) shown on the dashboard, as Prometheus gauges
+# `phmscale_<key>` (Ray's exporter adds `ray_`: `ray_phmscale_<key>`, which
+# dashboards/phmscale_grafana.json charts).
+GAUGE_METRICS: dict[str, str] = {
+    "samples_per_s": "Training throughput, samples/s (all workers)",
+    "tokens_per_s": "Training throughput, tokens/s (all workers; samples/s for classifiers)",
+    "loss": "Training loss (last logging window)",
+    "step_time_s": "Seconds per optimizer step (mean over ranks and the window)",
+    "time_data_wait_s": "Of each step: seconds waiting for the loader",
+    "time_forward_backward_s": "Of each step: forward and backward, less the reduction",
+    "time_comm_s": "Of each step: gradient reduction after backward (DeepSpeed's timer)",
+    "time_optimizer_s": "Of each step: optimizer step (ZeRO-1/2: with its all-gather)",
+    "time_checkpoint_s": "Per step: seconds the loop was blocked by checkpoint saves",
+    "checkpoint_stall_s": "Seconds the loop was blocked by each save (window mean)",
+    "checkpoint_write_s": "Seconds each save's files took to write (in the background)",
+    "mfu": "Model FLOPs utilisation (achieved / peak FLOP/s)",
+    "flops_per_s": "Achieved training FLOP/s (all workers)",
+    "memory_peak_bytes": "Peak memory of a rank (GPU allocator; CPU max RSS)",
+}
+
+
 class Gauges:
-    """Dashboard metrics (Prometheus via Ray's metrics agent), set from rank 0."""
+    """Dashboard metrics (Prometheus via Ray's metrics agent), set from rank 0, tagged by job
+    and submission."""
 
     def __init__(self, job: str, submission_id: str):
         from ray.util.metrics import Gauge
 
         keys = ("job", "submission_id")
         self.tags = {"job": job, "submission_id": submission_id}
-        self.samples = Gauge("phmscale_samples_per_s", "Training throughput (all workers)",
-                             tag_keys=keys)
-        self.loss = Gauge("phmscale_loss", "Training loss (last logging window)", tag_keys=keys)
         self.step = Gauge("phmscale_step", "Optimizer steps done", tag_keys=keys)
+        self.gauges = {key: Gauge(f"phmscale_{key}", text, tag_keys=keys)
+                       for key, text in GAUGE_METRICS.items()}
 
     def set(self, step: int, metrics: dict[str, float]) -> None:
         self.step.set(step, tags=self.tags)
-        if "samples_per_s" in metrics:
-            self.samples.set(metrics["samples_per_s"], tags=self.tags)
-        if "loss" in metrics:
-            self.loss.set(metrics["loss"], tags=self.tags)
+        for key, gauge in self.gauges.items():
+            if key in metrics:
+                gauge.set(metrics[key], tags=self.tags)
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:

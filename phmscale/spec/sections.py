@@ -457,6 +457,11 @@ class CheckpointSpec(Section):
     resume: bool = Field(
         True, description="Resume from the newest checkpoint in dir (saved by a job with the "
         "same fingerprint); false trains afresh, in a new MLflow run.")
+    async_save: bool = Field(
+        True, description="Write checkpoint files in a background thread: the loop is blocked "
+        "only while the state is copied to CPU memory (which holds one extra copy of this "
+        "rank's model and optimizer state while a save is in flight); false writes them in "
+        "the loop.")
 
 
 class ResourcesSpec(Section):

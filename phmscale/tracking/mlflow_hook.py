@@ -5,6 +5,12 @@ and a resumed job reopens that run. Step metrics are buffered and written when a
 completes (and at the end): a crash loses only the steps after the last checkpoint, which the
 resumed run recomputes, so every step is logged exactly once.
 
+The flush after a checkpoint runs in a thread, so the loop is not blocked by the store (a
+sqlite store took ~0.1 s a flush, and the first one also waits for the run's figures, up to
+~1.6 s: docs/benchmarks.md, "Checkpoint stall"). Every later flush, and the end of the run,
+waits for it first. Only a process killed outright during that flush loses its steps — as a
+kill between the checkpoint's rename and a flush in the loop always did.
+
 A flush is one `log_batch` request per 1000 metrics (MLflow's limit per batch), not one per
 step, because each request costs a server round trip and a SQL transaction, whatever its size:
 batching cuts a run's logging time by an order of magnitude (docs/benchmarks.md, "MLflow
@@ -19,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +67,11 @@ class MLflowHook(Hooks):
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.info: RunInfo | None = None
         self._figures: threading.Thread | None = None  # logs the run-level figures
+        # Sends a checkpoint's steps: one thread, started with the run (starting one per
+        # flush would wait for the OS to schedule it, in the loop: async_save.SnapshotEngine).
+        self._flush_pool: ThreadPoolExecutor | None = None
+        self._flusher: Future[None] | None = None
+        self._lock = threading.Lock()  # the buffer: appended here, drained by the flusher
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_start(self, info: RunInfo) -> str | None:
@@ -81,6 +93,7 @@ class MLflowHook(Hooks):
                                    run_name=shown["tracking"]["run_name"] or spec.name,
                                    log_system_metrics=self.system_metrics)
         self.run_id, self.active = run.info.run_id, True
+        self._pool().submit(lambda: None)  # start its thread now, outside the loop
         self._load_history()
         tags = {
             "phmscale.job": spec.name, "phmscale.model.kind": spec.model.kind,
@@ -159,19 +172,52 @@ class MLflowHook(Hooks):
     def _buffer(self, step: int, metrics: dict[str, float]) -> None:
         if self.active:  # stamped now: the UI's wall-time axis shows the step, not the flush
             now = int(time.time() * 1000)
-            self.buffer += [(key, float(value), now, step) for key, value in metrics.items()]
+            with self._lock:
+                self.buffer += [(key, float(value), now, step) for key, value in metrics.items()]
 
     def on_checkpoint(self, step: int, path: str) -> None:
-        if self.active:
-            self.flush()
-            import mlflow
+        if not self.active:
+            return
+        shown = self.info.spec.mask(path) if self.info is not None else path
+        self._join_flush()
+        # Only the steps the checkpoint holds: a save written in the background completes a
+        # few steps after the step it saved, and the steps since are not yet safe (a run
+        # resumed from this checkpoint logs them again).
+        self._flusher = self._pool().submit(self._flush_behind, step, shown)
 
-            shown = self.info.spec.mask(path) if self.info is not None else path
-            mlflow.set_tag("phmscale.last_checkpoint", shown)
+    def _flush_behind(self, step: int, shown: str) -> None:
+        """The thread's flush, through the client with the run id (the fluent API's active
+        run is the loop thread's). A failure is logged: its steps stay buffered for the next
+        flush, which raises if the store is still down."""
+        from mlflow.tracking import MlflowClient
 
-    def flush(self) -> None:
-        """Send the buffer in batches. Each batch leaves the buffer only once MLflow took it:
-        if one fails, a later flush sends the rest, and nothing already logged goes twice."""
+        try:
+            self._send(through=step)
+            MlflowClient(self.uri).set_tag(str(self.run_id), "phmscale.last_checkpoint", shown)
+        except Exception as error:  # noqa: BLE001
+            log.warning("MLflow run %s: could not log steps up to %d: %s", self.run_id, step,
+                        error)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._flush_pool is None:
+            self._flush_pool = ThreadPoolExecutor(max_workers=1,
+                                                  thread_name_prefix="phmscale-mlflow-flush")
+        return self._flush_pool
+
+    def _join_flush(self) -> None:
+        if self._flusher is not None:
+            self._flusher.result()  # _flush_behind never raises
+            self._flusher = None
+
+    def flush(self, through: int | None = None) -> None:
+        """Send the buffer (its steps up to `through`, all by default), after any flush in
+        flight."""
+        self._join_flush()
+        self._send(through)
+
+    def _send(self, through: int | None = None) -> None:
+        """Send in batches. Each batch leaves the buffer only once MLflow took it: if one
+        fails, a later flush sends the rest, and nothing already logged goes twice."""
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
@@ -179,13 +225,19 @@ class MLflowHook(Hooks):
         if not self.buffer or self.run_id is None:
             return
         client = MlflowClient(self.uri)
-        while self.buffer:
-            chunk = self.buffer[:MAX_METRICS_PER_BATCH]
+        with self._lock:  # oldest first, so the steps to send are a prefix of the buffer
+            ready = len(self.buffer) if through is None else next(
+                (i for i, m in enumerate(self.buffer) if m[3] > through), len(self.buffer))
+        while ready:
+            with self._lock:
+                chunk = self.buffer[:min(ready, MAX_METRICS_PER_BATCH)]
             # synchronous even under MLFLOW_ENABLE_ASYNC_LOGGING: these steps count as logged
             # once the checkpoint exists, so they must be in the store before it is used.
             client.log_batch(self.run_id, metrics=[Metric(*m) for m in chunk],
                              synchronous=True)
-            del self.buffer[:len(chunk)]
+            with self._lock:
+                del self.buffer[:len(chunk)]
+            ready -= len(chunk)
             for key, value, _, step in chunk:
                 self.history.setdefault(key, []).append((step, value))
 
@@ -194,6 +246,7 @@ class MLflowHook(Hooks):
             return
         import mlflow
 
+        self._join_flush()  # a checkpoint's steps are in the store before the run ends
         self._join_figures()  # a run never ends with its figures half written
 
         # Steps after the last checkpoint are recomputed by a resumed run: drop them unless
@@ -214,6 +267,9 @@ class MLflowHook(Hooks):
             self.flush()  # the loop checkpointed at this step before stopping
         mlflow.end_run(status=_END_STATUS.get(result.status, "FAILED"))
         self.active = False
+        if self._flush_pool is not None:
+            self._flush_pool.shutdown()
+            self._flush_pool = None
 
     # -- helpers -------------------------------------------------------------------------
     def _load_history(self) -> None:

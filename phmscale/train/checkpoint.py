@@ -12,6 +12,11 @@ Rotation and resume go by save time, not step number: after a fresh start over a
 folder, its own new (lower-step) saves are the newest, and rotation never deletes what was
 just written. DeepSpeed's own `latest` file is not used (rank 0 writes it alone, before other
 ranks are known to have finished).
+
+A save is two halves, so the files can be written while training goes on (async_save.py):
+`begin` (collective, in the loop: DeepSpeed gathers the state; with `SnapshotEngine` it copies
+it to CPU and a thread writes it) and `finish` (collective, in the loop once every rank's
+writer is done: the marker, the rename, rotation). `save` is both at once.
 """
 
 from __future__ import annotations
@@ -85,25 +90,47 @@ def owner(ref: CheckpointRef) -> dict[str, Any]:
     return {k: marker[k] for k in ("job", "fingerprint", "identity", "run_id") if k in marker}
 
 
-def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, Any],
-         env: DistEnv, keep: int, owner: dict[str, Any] | None = None) -> CheckpointRef:
-    """Save on every rank (DeepSpeed requires it) aside, mark complete, rename into place,
-    rotate. Collective."""
-    root = Path(directory)
-    tag = tag_for(step)
-    aside = root / (tag + PARTIAL)
+@dataclass(frozen=True)
+class PendingSave:
+    """A save begun on this rank: its files are written (or being written) under `aside`."""
+
+    directory: Path
+    tag: str
+    step: int
+
+    @property
+    def aside(self) -> Path:
+        return self.directory / (self.tag + PARTIAL)
+
+
+def begin(engine: Any, directory: str | Path, step: int, client_state: dict[str, Any],
+          env: DistEnv) -> PendingSave:
+    """Every rank hands its state to DeepSpeed (it requires all ranks), to be written aside.
+    Collective. With the engine's checkpoint engine a `SnapshotEngine` the files are still
+    being written when this returns (`async_save.snapshot_engine(engine).written()`)."""
+    pending = PendingSave(Path(directory), tag_for(step), step)
     if env.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(aside, ignore_errors=True)  # a save of this step killed halfway
-    barrier(env)
-    engine.save_checkpoint(str(root), tag=aside.name, client_state=client_state,
-                           save_latest=False)
+        pending.directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(pending.aside, ignore_errors=True)  # a save of this step killed halfway
+    # No barrier of our own before DeepSpeed's: `save_checkpoint` barriers after rank 0's
+    # makedirs, before any rank creates a file, so rank 0 has cleared the folder by then.
+    engine.save_checkpoint(str(pending.directory), tag=pending.aside.name,
+                           client_state=client_state, save_latest=False)
+    return pending
+
+
+def finish(pending: PendingSave, env: DistEnv, keep: int,
+           owner: dict[str, Any] | None = None) -> CheckpointRef:
+    """Mark complete, rename into place, rotate. Collective; call once every rank's files of
+    `pending` are written."""
+    root, tag, aside = pending.directory, pending.tag, pending.aside
     barrier(env)  # every rank's shards are on disk before the marker says so
     saved = time.time()
     if env.is_main:
         # The marker also names the run (its fingerprint and identity fields, secrets as ***):
         # a checkpoint copied or uploaded elsewhere (Ray Train storage) still says whose it is.
-        marker = {"step": step, "time": saved, "world_size": env.world_size, **(owner or {})}
+        marker = {"step": pending.step, "time": saved, "world_size": env.world_size,
+                  **(owner or {})}
         (aside / MARKER).write_text(json.dumps(marker))
         _put_in_place(aside, root / tag)
         _rotate(root, keep, just_saved=tag)
@@ -112,7 +139,19 @@ def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, 
         # This rank's folder is its own (Ray Train: worker-local scratch, merged in storage
         # by Ray): rank 0 renamed only its copy, so rename this one too.
         _put_in_place(aside, root / tag)
-    return CheckpointRef(root, tag, step, saved)
+    return CheckpointRef(root, tag, pending.step, saved)
+
+
+def save(engine: Any, directory: str | Path, step: int, client_state: dict[str, Any],
+         env: DistEnv, keep: int, owner: dict[str, Any] | None = None) -> CheckpointRef:
+    """Save on every rank, mark complete, rename into place, rotate: `begin` and `finish` at
+    once (waiting for a `SnapshotEngine`'s writer in between). Collective."""
+    from phmscale.train.async_save import snapshot_engine
+
+    pending = begin(engine, directory, step, client_state, env)
+    if (snap := snapshot_engine(engine)) is not None:
+        snap.wait()
+    return finish(pending, env, keep, owner)
 
 
 def _put_in_place(aside: Path, final: Path) -> None:

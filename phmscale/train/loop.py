@@ -27,7 +27,7 @@ from phmscale.train.dist import use_gpu as choose_gpu
 from phmscale.train.engine import EngineParts, build_engine
 from phmscale.train.evaluate import BatchSource, evaluate, is_better, loss_fn, quality_name
 from phmscale.train.hooks import Hooks, RunInfo
-from phmscale.train.meters import Peak, StepMeter, peak_memory_bytes, resolve_peak
+from phmscale.train.meters import CommTimer, Peak, StepMeter, peak_memory_bytes, resolve_peak
 from phmscale.train.prune import Pruner
 
 __all__ = ["BatchSource", "TrainResult", "evaluate", "loss_fn", "train"]
@@ -51,6 +51,7 @@ class TrainResult:
     train_flops_per_sample: float = 0.0
     step_times: list[float] = field(default_factory=list)
     wait_times: list[float] = field(default_factory=list)  # of each step, waiting for data
+    checkpoint_stalls: list[float] = field(default_factory=list)  # of each save, loop blocked
 
 
 class _StopFlag:
@@ -106,7 +107,23 @@ class _Run:
         self.checkpoint_dir, self.dry_run, self.result = checkpoint_dir, dry_run, result
         self.accum = spec.train.grad_accum
         self.meter = StepMeter()
+        self.comm = CommTimer(self.engine)
+        # On GPU each bucket's kernels finish before its clock stops (meters.py); the
+        # syncs cost the launch overlap at three points a micro-step: microseconds against
+        # the tens of milliseconds of a step worth splitting.
+        cuda = self.env.device.type == "cuda"
+        self.sync = (lambda: torch.cuda.synchronize(self.env.device)) if cuda else (lambda: None)
         self.pruner = Pruner(spec, parts.model, spec.train.zero_stage)
+        self.snap = None  # the SnapshotEngine writing saves in a thread (checkpoint.async_save)
+        if spec.checkpoint.async_save and not dry_run:
+            from phmscale.train.async_save import install
+
+            self.snap = install(self.engine)
+        self.pending: tuple[ckpt.PendingSave, float] | None = None  # begun save, its stall
+        # Whose checkpoints these are (the marker's fields), worked out once: masking the
+        # identity costs ~3 ms, as much as the rest of a save's stall (docs/benchmarks.md).
+        self.owner = {"job": spec.name, "fingerprint": spec.fingerprint(),
+                      "identity": spec.identity(shown=True)}
 
     def resume(self) -> tuple[int, str | None, bool]:
         """(start step, tracking run id from the checkpoint, resumed?)."""
@@ -128,30 +145,47 @@ class _Run:
         """One optimizer step over `accum` micro-batches; feeds the meter."""
         env, engine = self.env, self.engine
         torch.manual_seed(_step_seed(self.spec.train.seed, env.rank, step))
+        split = {"data_wait": 0.0, "forward_backward": 0.0, "optimizer": 0.0}
+        loss_value = 0.0
         t0 = time.perf_counter()
-        wait, loss_value = 0.0, 0.0
         for _ in range(self.accum):
-            tw = time.perf_counter()
+            t_data = time.perf_counter()
             x, y = next(stream)
-            wait += time.perf_counter() - tw
+            t_compute = time.perf_counter()
             x = x.to(env.device, self.parts.dtype if x.is_floating_point() else None)
             loss = loss_fn(engine(x), y.to(env.device))
             engine.backward(loss)
-            engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
             loss_value += loss.item() / self.accum
+            self.sync()
+            t_step = time.perf_counter()
+            engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
+            self.sync()
+            t_end = time.perf_counter()
+            split["data_wait"] += t_compute - t_data
+            split["forward_backward"] += t_step - t_compute
+            split["optimizer"] += t_end - t_step
         dt = time.perf_counter() - t0
+        split["comm"] = self.comm.take()  # inside backward's wall time: moved out of it
+        split["forward_backward"] -= split["comm"]
         self.result.step_times.append(dt)
-        self.result.wait_times.append(wait)
+        self.result.wait_times.append(split["data_wait"])
         samples = self.spec.data.batch_size * self.accum
         tokens = self.spec.model.seq_len if self.spec.model.task == "causal_lm" else 1
-        self.meter.add(samples, samples * tokens, dt, wait, loss_value)
+        self.meter.add(samples, samples * tokens, dt, split, loss_value)
 
     def log(self, done: int) -> None:
         """The logging window's metrics, the same all-reduced values on every rank."""
         r = self.result
         metrics = self.meter.summary(self.env.world_size, r.train_flops_per_sample, r.peak)
-        metrics["loss"], metrics["data_wait_frac"] = all_reduce_mean(
-            [metrics["loss"], metrics["data_wait_frac"]], self.env)
+        metrics["memory_peak_bytes"] = float(peak_memory_bytes(self.env.device))
+        # Every rank's own figures, averaged (a slow rank shows as a higher mean); the rates
+        # are the job's already. Saves happen at the same steps everywhere, so every rank
+        # holds the same keys.
+        keys = [k for k in metrics if k == "loss" or k.endswith(("_frac", "_s", "_bytes"))
+                and not k.endswith("per_s")]
+        for key, value in zip(keys, all_reduce_mean([metrics[k] for k in keys], self.env),
+                              strict=True):
+            metrics[key] = value
         scheduler = self.parts.scheduler
         metrics["lr"] = float(scheduler.get_last_lr()[0]) if scheduler else 0.0
         norm = self.engine.get_global_grad_norm()
@@ -174,19 +208,55 @@ class _Run:
         self.hooks.on_eval(done, r.eval)
 
     def save(self, at: int) -> None:
+        """Begin a save of step `at`; with a snapshot engine its files are written in a thread
+        and `complete` runs once every rank's are on disk, a step or more later."""
+        self.complete()  # a second save waits for the first
+        t0 = time.perf_counter()
         client_state = {"step": at, "data_position": at * self.accum,
                         "run_id": self.result.run_id, "seed": self.spec.train.seed,
                         "world_size": self.env.world_size}
-        owner = {"job": self.spec.name, "fingerprint": self.spec.fingerprint(),
-                 "identity": self.spec.identity(shown=True), "run_id": self.result.run_id}
-        ref = ckpt.save(self.engine, self.checkpoint_dir, at, client_state, self.env,
-                        self.spec.checkpoint.keep, owner)
+        pending = ckpt.begin(self.engine, self.checkpoint_dir, at, client_state, self.env)
+        blocked = time.perf_counter() - t0
+        self.meter.blocked(blocked)
+        self.pending = (pending, blocked)
+        if self.snap is None:
+            self.complete()
+
+    def written(self) -> bool:
+        """This rank's files of the save in flight are on disk (True when none is)."""
+        return self.pending is None or self.snap is None or self.snap.written()
+
+    def complete(self) -> None:
+        """Finish the save in flight (collective): wait for this rank's writer, mark, rename,
+        rotate, run the checkpoint hooks. Each part's blocked time counts as the save's stall."""
+        if self.pending is None:
+            return
+        (pending, blocked), self.pending = self.pending, None
+        t0 = time.perf_counter()
+        write_s = self.snap.wait() if self.snap is not None else 0.0
+        owner = {**self.owner, "run_id": self.result.run_id}
+        ref = ckpt.finish(pending, self.env, self.spec.checkpoint.keep, owner)
         self.result.checkpoint = str(ref.path)
-        self.hooks.on_checkpoint(at, str(ref.path))
+        self.hooks.on_checkpoint(pending.step, str(ref.path))
+        here = time.perf_counter() - t0
+        self.meter.blocked(here)
+        self.meter.saved(blocked + here, write_s)
+        self.result.checkpoint_stalls.append(blocked + here)
+
+    def abandon(self) -> None:
+        """A failed run: let the writer finish its files (never half written), but leave them
+        aside, unmarked — the last complete checkpoint stays the one to resume from."""
+        if self.pending is not None and self.snap is not None:
+            self.pending = None
+            try:
+                self.snap.wait()
+            except RuntimeError:
+                pass  # the run's own error is the one to raise
 
     def save_on_interrupt(self) -> None:
         """An interrupted run saves where it stopped, unless that step is saved already."""
         r = self.result
+        self.complete()  # the save in flight first: it may be this very step
         if r.status != "interrupted" or self.dry_run or r.step <= r.start_step:
             return
         if r.checkpoint is None or not r.checkpoint.endswith(ckpt.tag_for(r.step)):
@@ -197,8 +267,14 @@ class _Run:
         stream = train_source.stream(start_batch=r.start_step * self.accum)
         with _StopFlag(self.stop) as stop:
             for step in range(r.start_step, total):
-                if env.world_size > 1:  # every rank must agree to stop at the same step
-                    stop.requested = all_reduce_sum([float(stop.requested)], env)[0] > 0
+                # Every rank must agree to stop at the same step, and to finish a save only
+                # once all have written it: one collective for both.
+                flags = [float(stop.requested), float(not self.written())]
+                if env.world_size > 1:
+                    flags = all_reduce_sum(flags, env)
+                    stop.requested = flags[0] > 0
+                if self.pending is not None and flags[1] == 0:
+                    self.complete()
                 if stop.requested:
                     r.status = "interrupted"
                     break
@@ -283,6 +359,7 @@ def train(
     try:
         run.run(total, train_source, val_source)
     except BaseException:
+        run.abandon()
         result.status = "failed"
         result.wall_s = time.perf_counter() - began
         hooks.on_end(result)  # the tracking run is closed as FAILED, never lost
