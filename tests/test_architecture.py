@@ -6,6 +6,8 @@ yaml only, and TorchX in three modules."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -110,3 +112,21 @@ def test_torchx_lives_in_three_modules():
     torchx = sorted(n for n in _modules() if n.startswith("phmscale.launch.torchx"))
     assert torchx == ["phmscale.launch.torchx", "phmscale.launch.torchx_entry",
                       "phmscale.launch.torchx_jobs"]
+
+
+def test_the_training_loader_imports_no_packer():
+    """Built-ins are packed before training starts (data/prepare.py): the loader reaches
+    neither the packers nor the dataset readers, statically or when imported."""
+    graph, seen, todo = _graph(), set(), ["phmscale.data.loader"]
+    while todo:
+        for module in graph[todo.pop()] - seen:
+            seen.add(module)
+            todo.append(module)
+    packers = {"phmscale.data.packer", "phmscale.data.sources", "phmscale.data.prepare",
+               "phmscale.data.verify"}
+    assert not seen & packers, sorted(seen & packers)
+    code = ("import sys, phmscale.data.loader; "
+            "print(sorted(m for m in sys.modules if m.startswith('phmscale.data.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT).stdout
+    assert not any(f"'{p}'" in loaded for p in packers), loaded

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from phmscale.data.builtins import BUILTINS, ensure_builtin
+from phmscale.data.builtins import BUILTINS
 from phmscale.data.index import read_index, split_urls
 from phmscale.data.loader import make_loader
-from phmscale.data.pack import pack
+from phmscale.data.packer import pack
+from phmscale.data.prepare import ensure_builtin
 from phmscale.data.sources import arrays_source
 from phmscale.spec import JobSpec
 

@@ -100,8 +100,8 @@ def val_size(spec: JobSpec) -> int | None:
     name = spec.data.val.removeprefix("builtin:") if spec.data.val else ""
     if not spec.data.val or name == spec.data.val:
         return None
-    from phmscale.data.builtins import ensure_builtin
     from phmscale.data.index import read_index
+    from phmscale.data.prepare import ensure_builtin
 
     index = read_index(str(ensure_builtin(name, spec.data.cache_dir, progress=False)))
     return index["splits"]["val"]["count"] * per if index else None

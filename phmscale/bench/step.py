@@ -83,7 +83,8 @@ def default_steps(spec: JobSpec) -> int:
 def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[str, Any]]:
     """One row: samples/s of the contenders, the engine's ratios to bare (all timed steps,
     epoch 0 read from the tars, later epochs) and its data-wait shares."""
-    from phmscale.data import make_loader
+    from phmscale.data.loader import make_loader
+    from phmscale.data.prepare import prepare_data
     from phmscale.train.loop import train
     from phmscale.train.memory import InMemorySource, take
 
@@ -91,6 +92,7 @@ def run(spec: JobSpec, steps: int | None = None, rounds: int = 6) -> list[dict[s
     spec.train.grad_accum = 1
     spec.checkpoint.resume = False
     steps = max(default_steps(spec) if steps is None else steps, WARMUP + 3)
+    prepare_data(spec)
     loader = make_loader(spec, "train", 0, 1)
     per_epoch = loader.batches_per_epoch
     batches = take(loader, min(steps, per_epoch))

@@ -154,7 +154,7 @@ def verify(
 ) -> None:
     """Read every shard; exit 2 listing the problems (truncation, tar errors, non-adjacent or
     incomplete samples, counts/sizes/checksums that disagree with shards.json)."""
-    from phmscale.data import verify as verify_shards
+    from phmscale.data.verify import verify as verify_shards
     from phmscale.errors import InvalidInputError
 
     reports = []

@@ -2,8 +2,9 @@
 
 Modules, read in this order:
 - `sources`  — dataset readers (image-folder, cifar, mnist-idx, npz, text) → encoded samples
-- `builtins` — offline built-ins (digits, mnist1d, pystdlib) and their pack-on-first-use cache
-- `pack`     — samples → deterministic `{split}-{000000}.tar` shards + `shards.json`
+- `builtins` — offline built-ins (digits, mnist1d, pystdlib): what they are, where they are packed
+- `prepare`  — packing the built-ins a job names before training starts
+- `packer`   — `pack`: samples → deterministic `{split}-{000000}.tar` shards + `shards.json`
 - `index`    — the shards.json format
 - `urls`     — patterns (brace, glob, pipe:, fsspec) → URLs → byte streams
 - `shards`   — a `data.train`/`data.val` string → shard URLs and sample counts
@@ -18,39 +19,27 @@ Modules, read in this order:
 No Ray, DeepSpeed or MLflow here: the engine passes rank and world size in.
 """
 
+import importlib
 from typing import Any
 
-from phmscale.data.builtins import BUILTINS, builtin_source, ensure_builtin
-from phmscale.data.check import check_data
-from phmscale.data.index import INDEX_NAME, read_index
-from phmscale.data.pack import pack
-from phmscale.data.sources import FORMATS, detect_format, open_source
-from phmscale.data.verify import ShardReport, verify, verify_or_raise
-
-__all__ = [
-    "BUILTINS",
-    "FORMATS",
-    "INDEX_NAME",
-    "ShardLoader",
-    "ShardReport",
-    "builtin_source",
-    "check_data",
-    "detect_format",
-    "ensure_builtin",
-    "make_loader",
-    "open_source",
-    "pack",
-    "read_index",
-    "verify",
-    "verify_or_raise",
-]
+# Every public name, by the module that holds it, imported on first use: importing the
+# training loader (phmscale.data.loader) runs this package's __init__ first, and an eager
+# import here would load the packers with it; `validate` and `submit` need neither torch nor
+# webdataset. A name that is also a submodule's would become the module once that is imported
+# (`verify`): take such a function from its module, phmscale.data.verify.
+_HOMES = {
+    "BUILTINS": "builtins", "FORMATS": "sources", "INDEX_NAME": "index",
+    "ShardLoader": "loader", "ShardReport": "verify", "builtin_source": "prepare",
+    "check_data": "check", "detect_format": "sources", "ensure_builtin": "prepare",
+    "make_loader": "loader", "open_source": "sources", "pack": "packer",
+    "prepare_data": "prepare", "read_index": "index",
+    "verify_or_raise": "verify",
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    """The loader on first use: it imports torch and webdataset (slow imports), which `validate`
-    and `submit` (check_data) never need; webdataset itself waits for `urls.webdataset()`."""
-    if name in ("ShardLoader", "make_loader"):
-        from phmscale.data import loader
-
-        return getattr(loader, name)
-    raise AttributeError(f"module 'phmscale.data' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'phmscale.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"phmscale.data.{home}"), name)

@@ -1,4 +1,6 @@
-"""Offline built-in datasets and their pack-on-first-use cache (`builtin:<name>` in a job).
+"""Offline built-in datasets (`builtin:<name>` in a job): what they are and where they are
+packed. Packing them is `prepare.py`'s, before training starts, so the training loader, which
+finds them here, never imports the packers.
 
 - `digits`: scikit-learn's 1,797 8×8 digits (shipped with sklearn, no download); x float32
   (1, 8, 8) scaled to [0, 1] (pixels are 0..16), 10 classes; seeded 90/10 split (1617/180).
@@ -12,32 +14,20 @@
 Every built-in is packed with 8 shards per split, so 4 ranks × 2 loader workers each get a
 shard. The cache lives in `phmscale.paths.cache_root`: `data.cache_dir`, else $PHMSCALE_CACHE, else
 ~/.cache/phmscale, under
-`builtin/<name>-<hash of what determines the bytes>/`. Several processes may start at once (all
-ranks of a job): the first takes an fcntl lock and packs into a temporary folder that is renamed
-into place; the others wait on the lock, then find the finished folder.
+`builtin/<name>-<hash of what determines the bytes>/`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import logging
 import os
-import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from phmscale.data.index import INDEX_NAME
-from phmscale.data.pack import pack
-from phmscale.data.sources import Source, arrays_source, text_source
 from phmscale.errors import InvalidInputError
 from phmscale.paths import cache_root
-
-log = logging.getLogger("phmscale.data")
 
 BUILTINS = ("digits", "mnist1d", "pystdlib")
 BUILTIN_SHARDS = 8  # per split: enough for 4 ranks × 2 loader workers
@@ -90,28 +80,6 @@ def pystdlib_bytes(max_bytes: int) -> bytes:
     return bytes(out)
 
 
-def builtin_source(name: str, seed: int = 0) -> Source:
-    """The Source of a built-in dataset."""
-    check_name(name)
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x = (d.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8) in [0, 1]
-        return arrays_source("digits", {"all": (x, d.target.astype(np.int64))},
-                             split="train=0.9,val=0.1", seed=seed, num_classes=10)
-    if name == "mnist1d":
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        d = make_dataset(get_dataset_args())
-        native = {"train": (d["x"].astype(np.float32)[:, None], d["y"].astype(np.int64)),
-                  "test": (d["x_test"].astype(np.float32)[:, None], d["y_test"].astype(np.int64))}
-        return arrays_source("mnist1d", native, split=None, seed=seed, num_classes=10)
-    data = pystdlib_bytes(pystdlib_max_bytes())
-    return text_source("pystdlib", data, split="train=0.9,val=0.1", chunk_len=TEXT_CHUNK_LEN,
-                       extra={"python": sysconfig.get_python_version()})
-
-
 def _params(name: str) -> dict[str, Any]:
     """Everything that determines a built-in's packed bytes (its cache key)."""
     params: dict[str, Any] = {"name": name, "version": _CACHE_VERSION, "seed": 0,
@@ -127,19 +95,3 @@ def builtin_dir(name: str, cache_dir: str | None) -> Path:
     check_name(name)
     key = hashlib.sha256(json.dumps(_params(name), sort_keys=True).encode()).hexdigest()[:10]
     return cache_root(cache_dir) / "builtin" / f"{name}-{key}"
-
-
-def ensure_builtin(name: str, cache_dir: str | None, progress: bool | None = None) -> Path:
-    """The packed folder of a built-in, packing it first if no process has yet."""
-    final = builtin_dir(name, cache_dir)
-    if (final / INDEX_NAME).exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f"{final.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on a crash
-        if (final / INDEX_NAME).exists():  # another process packed it while we waited
-            return final
-        log.info("packing builtin:%s into %s (first use)", name, final)
-        show = sys.stderr.isatty() if progress is None else progress
-        pack(builtin_source(name), final, shards=BUILTIN_SHARDS, seed=0, progress=show)
-    return final

@@ -2,8 +2,8 @@
 
 Forms accepted (DataSpec.train's description):
 
-- `builtin:<name>`: packed into the cache on first use; `data.train` takes its train split,
-  `data.val` its val split.
+- `builtin:<name>`: its folder in the cache, packed before training starts (prepare.py);
+  `data.train` takes its train split, `data.val` its val split.
 - a folder (or its shards.json; a URL ending in / for object storage) written by
   `phmscale data pack`: that split's shards.
 - a brace/glob pattern of local tars, a `pipe:` command, an fsspec URL: the expanded list.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from phmscale.data import urls as U
-from phmscale.data.builtins import ensure_builtin
+from phmscale.data.builtins import builtin_dir
 from phmscale.data.index import INDEX_NAME, Index, lookup_counts, read_index, split_urls
 from phmscale.errors import InvalidInputError
 
@@ -77,7 +77,13 @@ def resolve(value: str, split: str, cache_dir: str | None, *, count: bool = True
     """
     field = f"data.{split}"
     if value.startswith("builtin:"):
-        folder = str(ensure_builtin(value.removeprefix("builtin:"), cache_dir))
+        name = value.removeprefix("builtin:")
+        folder = str(builtin_dir(name, cache_dir))
+        if read_index(folder) is None:
+            raise InvalidInputError(
+                f"{field}: {value} is not packed yet (in {folder}): jobs pack it before "
+                f"training starts (data.prepare.prepare_data, called by every launcher); "
+                f"`phmscale data verify {value}` packs it too")
     else:
         folder = packed_folder(value)
     if folder is not None:

@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from phmscale.data import urls as U
-from phmscale.data.builtins import ensure_builtin
 from phmscale.data.index import Index, lookup_counts, read_index
+from phmscale.data.prepare import ensure_builtin
 from phmscale.data.shards import packed_folder
 from phmscale.errors import InvalidInputError
 

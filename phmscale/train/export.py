@@ -156,7 +156,8 @@ def evaluate_checkpoint(spec: JobSpec, checkpoint: str | None = None,
                         split: str = "val") -> tuple[CheckpointRef, dict[str, float]]:
     """The loop's own evaluation (`train.evaluate`) of a checkpoint's consolidated weights,
     in this process, over the whole split: the run's last validation figures again."""
-    from phmscale.data import make_loader
+    from phmscale.data.loader import make_loader
+    from phmscale.data.prepare import prepare_data
     from phmscale.models import build_model
     from phmscale.models.pretrained import load_weights
     from phmscale.train.dist import DistEnv
@@ -164,6 +165,7 @@ def evaluate_checkpoint(spec: JobSpec, checkpoint: str | None = None,
 
     ref = find_checkpoint(spec, checkpoint)
     model = load_weights(build_model(spec.model), consolidated_state(ref))
+    prepare_data(spec)
     source = make_loader(spec, split, 0, 1)  # type: ignore[arg-type]
     env = DistEnv(0, 1, 0, torch.device("cpu"))
     return ref, evaluate(model, spec, source, env, torch.float32)

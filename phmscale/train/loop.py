@@ -297,8 +297,10 @@ def _sources(spec: JobSpec, env: DistEnv, train_source: BatchSource | None,
     """The given sources, else this rank's WebDataset loaders."""
     if train_source is not None and (val_source is not None or not spec.data.val):
         return train_source, val_source
-    from phmscale.data import make_loader
+    from phmscale.data.loader import make_loader
+    from phmscale.data.prepare import prepare_data
 
+    prepare_data(spec)  # built-ins packed on first use (every rank; the first packs, under a lock)
     rank, world = env.rank, env.world_size
     train_source = train_source or make_loader(spec, "train", rank, world)
     if spec.data.val and val_source is None:

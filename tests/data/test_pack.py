@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from phmscale.cli.main import app
 from phmscale.data import builtin_source, ensure_builtin, make_loader, open_source, pack
 from phmscale.data.builtins import BUILTIN_DATASETS, BUILTIN_SHARDS, builtin_dir
-from phmscale.data.pack import shard_sizes
+from phmscale.data.packer import shard_sizes
 from phmscale.errors import InvalidInputError
 from tests.data.helpers import cli, npz_file, spec
 

@@ -12,7 +12,7 @@ import webdataset as wds
 from typer.testing import CliRunner
 
 from phmscale.cli.main import app
-from phmscale.data import verify, verify_or_raise
+from phmscale.data.verify import verify, verify_or_raise
 from phmscale.errors import InvalidInputError
 from tests.data.helpers import cli, id_dataset
 
