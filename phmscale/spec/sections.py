@@ -428,6 +428,16 @@ class TrainSpec(Section):
         "transformer block / ResNet stage: less activation memory for about one more forward "
         "per step. Not part of the run's identity: outputs and gradients are unchanged.",
     )
+    fused_optimizer: bool = Field(
+        False, description="The optimizer's fused CUDA kernel (torch.optim's fused=True: one "
+        "kernel for every parameter's update). GPU only: refused on CPU. Not part of the run's "
+        "identity: the same update, rounded apart in the last bits.",
+    )
+    tf32: bool = Field(
+        False, description="Allow TF32 in CUDA matmuls and cuDNN convolutions (Ampere and "
+        "later: ~8x the fp32 tensor throughput at a 10-bit mantissa); false leaves torch's "
+        "defaults. Applies to CUDA only, harmless on CPU. Not part of the run's identity.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:

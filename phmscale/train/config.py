@@ -63,6 +63,8 @@ def deepspeed_config(spec: JobSpec, world_size: int) -> dict[str, Any]:
         }
         if opt.name == "adamw":
             params["adam_w_mode"] = True
+    if t.fused_optimizer:  # DeepSpeed passes unknown params on to the torch.optim class
+        params["fused"] = True
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": spec.data.batch_size,
         "gradient_accumulation_steps": t.grad_accum,

@@ -46,13 +46,33 @@ def check_compile() -> None:
         )
 
 
+def check_fused_optimizer() -> None:
+    """torch.optim's fused kernels are the CUDA ones this field asks for: refuse on CPU rather
+    than train with another kernel than the job says."""
+    raise InvalidInputError(
+        "train.fused_optimizer: the fused optimizer kernel runs on CUDA and this rank has no "
+        "GPU; set train.fused_optimizer=false to train on CPU"
+    )
+
+
+def set_tf32(enabled: bool) -> None:
+    """train.tf32 before any model exists: CUDA matmuls and cuDNN convolutions may round
+    their inputs to TF32 (no effect on CPU kernels). False leaves torch's defaults."""
+    if enabled:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def build_engine(spec: JobSpec, use_gpu: bool) -> EngineParts:
     """Config → process group → model → `deepspeed.initialize` for this rank."""
     env = dist_env(use_gpu)
     if env.device.type == "cpu":
         if spec.train.compile:
             check_compile()
+        if spec.train.fused_optimizer:
+            check_fused_optimizer()
         pin_cpu_accelerator()
+    set_tf32(spec.train.tf32)
     from deepspeed.utils import logger as ds_logger
 
     ds_logger.setLevel(logging.WARNING)  # its INFO lines per engine/checkpoint drown the bar
