@@ -272,9 +272,9 @@ class DataSpec(Section):
     batch_size: int = Field(64, ge=1, description="Samples per worker per micro-step.")
     loader_workers: int = Field(
         2, ge=0, le=64,
-        description="DataLoader processes per worker that read and decode shards. A CPU "
-        "worker reads its val split, and a train split held in memory (memory_cache_mib), in "
-        "its own process instead: its step's threads already fill the cores.",
+        description="DataLoader processes per worker that read, decode and augment shards; "
+        "each plays one share of the rank's shards for the whole run (0: read in the training "
+        "process).",
     )
     shuffle_buffer: int = Field(
         1000, ge=0, description="Sample shuffle buffer size per loader worker (0: no shuffle)."
