@@ -168,11 +168,13 @@ class RayReport(Hooks):
 
     - on_start (rank 0): hand over the run id of an earlier worker group of this job when
       the checkpoint did not carry one (HookList passes it to the MLflow hook as info.run_id).
-    - on_checkpoint: `ray.train.report` this rank's shard directory; rank 0 then waits until
-      Ray Train has committed it. This runs before MLflow flushes the steps since the last
-      checkpoint, so a worker group that dies (or a job stopped) between the engine's save and
-      the commit has not logged steps that the resumed group will log again: each step
-      reaches MLflow exactly once.
+    - on_checkpoint: `ray.train.report` this rank's shard directory. Rank 0's wait until Ray
+      Train has committed it is a checkpoint gate (RunInfo.checkpoint_gates) that the MLflow
+      hook passes, in its flush thread, before it sends the steps up to the checkpoint: a
+      worker group that dies (or a job stopped) between the engine's save and the commit has
+      not logged steps that the resumed group will log again, so each step reaches MLflow
+      exactly once — and the loop trains on during the commit (up to a health-check interval,
+      the bulk of a save's stall under Ray before).
     - on_end: one last report (no checkpoint; the loop saved at the last step already).
     """
 
@@ -184,6 +186,8 @@ class RayReport(Hooks):
 
     def on_start(self, info: RunInfo) -> str | None:
         self.rank = info.rank
+        if info.rank == 0:
+            info.checkpoint_gates.append(self.committed)
         if info.rank != 0 or info.run_id or self.store is None:
             return None
         return ray.get(self.store.get.remote())
@@ -203,16 +207,17 @@ class RayReport(Hooks):
                          checkpoint=Checkpoint.from_directory(str(local)),
                          checkpoint_dir_name=local.name,
                          delete_local_checkpoint_after_upload=True)
-        if self.rank == 0:
-            # report() returns once the files are uploaded; the controller registers the
-            # checkpoint (and writes its snapshot to storage) at its next poll, up to
-            # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S later. A job stopped in between resumes from the
-            # previous checkpoint, so MLflow (next in the hook list) must not see these steps
-            # before the checkpoint is committed.
-            from ray.train import CheckpointConsistencyMode
 
-            ray.train.get_all_reported_checkpoints(
-                consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=COMMIT_TIMEOUT_S)
+    def committed(self, step: int) -> None:
+        """Rank 0's checkpoint gate: return once Ray Train has committed what was reported.
+        report() returns once the files are uploaded; the controller registers the checkpoint
+        (and writes its snapshot to storage) at its next poll, up to
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S later. A job stopped in between resumes from the
+        previous checkpoint, so MLflow must not see these steps before the commit."""
+        from ray.train import CheckpointConsistencyMode
+
+        ray.train.get_all_reported_checkpoints(
+            consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=COMMIT_TIMEOUT_S)
 
     def on_end(self, result: Any) -> None:
         if result.status == "failed":

@@ -72,6 +72,7 @@ class MLflowHook(Hooks):
         self._flush_pool: ThreadPoolExecutor | None = None
         self._flusher: Future[None] | None = None
         self._lock = threading.Lock()  # the buffer: appended here, drained by the flusher
+        self.gates: list[Any] = []  # RunInfo.checkpoint_gates
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_start(self, info: RunInfo) -> str | None:
@@ -81,6 +82,7 @@ class MLflowHook(Hooks):
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # DB-migration/monitor chatter
         self.info = info
+        self.gates = info.checkpoint_gates  # Ray Train's commit, when under Ray
         spec = info.spec
         shown = spec.public_dump()
         mlflow.set_tracking_uri(self.uri)
@@ -192,6 +194,8 @@ class MLflowHook(Hooks):
         from mlflow.tracking import MlflowClient
 
         try:
+            for gate in self.gates:
+                gate(step)
             self._send(through=step)
             MlflowClient(self.uri).set_tag(str(self.run_id), "phmscale.last_checkpoint", shown)
         except Exception as error:  # noqa: BLE001

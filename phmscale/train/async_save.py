@@ -123,7 +123,21 @@ def install(engine: Any) -> SnapshotEngine | None:
         return current if isinstance(current, SnapshotEngine) else None
     snap = SnapshotEngine(getattr(engine, "_config", None))
     engine.checkpoint_engine = snap
+    _skip_tag_validation(engine)
     return snap
+
+
+def _skip_tag_validation(engine: Any) -> None:
+    """DeepSpeed checks that every rank saves under the same tag with two all-reduces per save
+    (`tag_validation`, default WARN): ~1.3 ms of a save's ~9 ms stall on the quickstart
+    (docs/benchmarks.md). Our tags are made from the step, which every rank agreed on (the
+    loop's per-step collective), so the check can only pass; a job that set the option in
+    train.deepspeed.checkpoint keeps its choice."""
+    from deepspeed.runtime.constants import CHECKPOINT_TAG_VALIDATION, ValidationMode
+
+    user = ((getattr(engine, "config", None) or {}).get("checkpoint") or {})
+    if "tag_validation" not in user:
+        engine._config.checkpoint_config[CHECKPOINT_TAG_VALIDATION] = ValidationMode.IGNORE
 
 
 def snapshot_engine(engine: Any) -> SnapshotEngine | None:

@@ -7,6 +7,7 @@ so a hook that must be collective (Ray's `train.report`) can be, and a hook that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ class RunInfo:
     run_id: str | None  # the tracking run id from the checkpoint, when resuming
     deepspeed_config: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the torch module being trained (for logging it at the end)
+    # Waits a hook adds for its own part of the checkpoint of step N to be done (Ray Train's
+    # commit) before a tracking hook treats steps up to N as safe to log. A tracking hook calls
+    # them off the loop thread (its flush thread), so the loop is not held up by them.
+    checkpoint_gates: list[Callable[[int], None]] = field(default_factory=list)
 
 
 class Hooks:

@@ -254,13 +254,16 @@ class _Run:
                 pass  # the run's own error is the one to raise
 
     def save_on_interrupt(self) -> None:
-        """An interrupted run saves where it stopped, unless that step is saved already."""
+        """The save in flight is finished; an interrupted run then saves where it stopped,
+        unless that step is saved already, and waits for it: a run never ends with a save
+        unfinished."""
         r = self.result
         self.complete()  # the save in flight first: it may be this very step
         if r.status != "interrupted" or self.dry_run or r.step <= r.start_step:
             return
         if r.checkpoint is None or not r.checkpoint.endswith(ckpt.tag_for(r.step)):
             self.save(r.step)
+            self.complete()
 
     def run(self, total: int, train_source: BatchSource, val_source: BatchSource | None) -> None:
         spec, env, r = self.spec, self.env, self.result

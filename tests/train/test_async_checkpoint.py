@@ -114,3 +114,23 @@ def test_failed_run_keeps_the_last_complete_checkpoint(tmp_path, monkeypatch):
     assert not (aside / ckpt.MARKER).exists()
     for path in aside.rglob("*.pt"):
         torch.load(path, weights_only=False)  # written whole before the run gave up
+
+
+def test_stop_waits_for_its_save(tmp_path):
+    """A stop between saves: the run checkpoints the step it stopped at, complete (marker,
+    hook) before it returns."""
+    stop = threading.Event()
+    spec = tiny_spec(tmp_path, **{"checkpoint.every": 3, "train.steps": 20, "train.log_every": 1})
+    rec = Recorder()
+    on_metrics = rec.hooks.on_metrics
+
+    def stop_at_4(step, metrics):  # noqa: ANN001
+        on_metrics(step, metrics)
+        if step == 4:
+            stop.set()
+
+    rec.hooks.on_metrics = stop_at_4
+    result = train_one_rank(spec, global_batches(20, 8), rec.hooks, stop=stop)
+    assert result.status == "interrupted" and result.step == 4
+    assert rec.checkpoints == [3, 4]
+    assert ckpt.latest_checkpoint(spec.checkpoint_dir).step == 4
