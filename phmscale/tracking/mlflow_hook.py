@@ -7,8 +7,8 @@ resumed run recomputes, so every step is logged exactly once.
 
 The flush after a checkpoint runs in a thread, so the loop is not blocked by the store (a
 sqlite store took ~0.1 s a flush, and the first one also waits for the run's figures, up to
-~1.6 s: docs/benchmarks.md, "Checkpoint stall"). Every later flush, and the end of the run,
-waits for it first. Only a process killed outright during that flush loses its steps — as a
+~1.6 s: docs/benchmarks.md, "Checkpoint stall and step split", "Small costs"). Every later
+flush, and the end of the run, waits for it first. Only a process killed outright during that flush loses its steps — as a
 kill between the checkpoint's rename and a flush in the loop always did.
 
 A flush is one `log_batch` request per 1000 metrics (MLflow's limit per batch), not one per
