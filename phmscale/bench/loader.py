@@ -133,7 +133,7 @@ def run(quick: bool = False, source: str = "synthetic", workers: int = 2,
 
 def _jpeg_rows(quick: bool, batch_size: int, repeats: int) -> list[dict[str, Any]]:
     """Tight decode + augment loop, then the loader with 1 and 2 workers, on the same JPEGs."""
-    from phmscale.data.decode import collate, materialize, parse
+    from phmscale.data.decode import collate, materialize, parse, to_model
     from phmscale.data.loader import decode_config
     from phmscale.data.sources import image_folder
 
@@ -160,7 +160,8 @@ def _jpeg_rows(quick: bool, batch_size: int, repeats: int) -> list[dict[str, Any
 
         def tight() -> int:  # the transform a torchvision user writes, batched: no read,
             for i in range(0, len(parsed), batch_size):  # no shuffle, no hand-over
-                collate([materialize(p, cfg, 0) for p in parsed[i : i + batch_size]], cfg)
+                x, _ = collate([materialize(p, cfg, 0) for p in parsed[i : i + batch_size]], cfg)
+                to_model(x, cfg)
             return len(parsed)
 
         timings = [("decode + augment + normalize, tight loop", 1, _time(tight, repeats))]

@@ -7,9 +7,10 @@ skip: it decodes images and applies `data.augment` (augment.py), or crops an LM 
 are pure functions of (sample, config, epoch), so a resumed epoch yields the same batches.
 
 classify: the input is the first of `npy`, then an image (`png`, `jpg`, `jpeg`, `ppm`, `pgm`,
-`webp`, `bmp`); the label is `cls` (ASCII integer). uint8 becomes float32 / 255 in `collate`
-(one vectorized op a batch), then (x − data.mean) / data.std when normalization is set; any
-other dtype becomes float32 as is. An array whose size equals prod(model.input_shape) is
+`webp`, `bmp`); the label is `cls` (ASCII integer). uint8 pixels stay uint8 through the loader
+worker and become float32 / 255 in `to_model` (one vectorized op a batch, in the process that
+trains), then (x − data.mean) / data.std when normalization is set; any other dtype becomes
+float32 as is. An array whose size equals prod(model.input_shape) is
 reshaped to it ((8, 8) → (1, 8, 8)).
 
 causal_lm: the input is `bin` (raw bytes), `txt` (UTF-8) or an integer `npy` (token ids); a
@@ -146,29 +147,37 @@ def materialize(p: Parsed, cfg: DecodeConfig, epoch: int) -> tuple[np.ndarray, A
 
 def collate(samples: list[tuple[np.ndarray, Any]], cfg: DecodeConfig,
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Materialized samples → (x, y): classify (b, *input_shape) float32 and (b,) int64;
-    causal_lm (b, T) int64 twice.
-
-    Pixels are scaled and normalized in NumPy, in place, x · 1/(255·std) − mean/std: torch's
-    uint8 → float32 of a fresh 64×3×224×224 batch took 31 ms against NumPy's 4.5 ms for the
-    whole of this (one thread; torch faults in the new tensor's pages, NumPy's allocator
-    reuses them)."""
+    """Materialized samples → (x, y), y (b,) int64: causal_lm x (b, T) int64; classify x
+    (b, *input_shape), uint8 pixels as they are (`to_model` scales them where the batch
+    arrives: a quarter of float32's bytes cross from the loader worker, and the hand-over's
+    cost is by the byte: docs/benchmarks.md, "Loader on JPEG"), other inputs float32."""
     arrays = [s[0] for s in samples]
     if len({a.dtype for a in arrays}) > 1:  # mixed uint8 and float inputs: scale one by one
         arrays = [a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a for a in arrays]
-    x = np.stack(arrays)
     y = torch.from_numpy(np.asarray([s[1] for s in samples], dtype=np.int64))
+    return torch.from_numpy(np.stack(arrays)), y
+
+
+def to_model(x: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
+    """A batch as the model takes it: uint8 pixels scaled to [0, 1], then (x − mean) / std
+    per channel when normalization is set (float inputs: only the latter).
+
+    In NumPy, in place, x · 1/(255·std) − mean/std: torch's uint8 → float32 of a fresh
+    64×3×224×224 batch took 31 ms against NumPy's 4.5 ms for the whole of this (one thread;
+    torch faults in the new tensor's pages, NumPy's allocator reuses them)."""
     if cfg.task != "classify":
-        return torch.from_numpy(x), y
-    pixels = x.dtype == np.uint8
-    x = x.astype(np.float32, copy=False)
+        return x
+    pixels = x.dtype == torch.uint8
+    if not pixels and cfg.mean is None:
+        return x
+    a = x.numpy().astype(np.float32, copy=not pixels)
     mean = np.zeros(1, np.float32) if cfg.mean is None else np.asarray(cfg.mean, np.float32)
     std = np.ones(1, np.float32) if cfg.std is None else np.asarray(cfg.std, np.float32)
-    shape = (1, -1) + (1,) * (x.ndim - 2)  # per channel: (1, C, 1, 1) for images
+    shape = (1, -1) + (1,) * (a.ndim - 2)  # per channel: (1, C, 1, 1) for images
     if pixels:
-        x *= (1.0 / (255.0 * std)).reshape(shape)
+        a *= (1.0 / (255.0 * std)).reshape(shape)
     elif cfg.std is not None:
-        x /= std.reshape(shape)
+        a /= std.reshape(shape)
     if cfg.mean is not None:
-        x -= (mean / std).reshape(shape)
-    return torch.from_numpy(x), y
+        a -= (mean / std).reshape(shape)
+    return torch.from_numpy(a)

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from phmscale.data.check import dataset_problems
-from phmscale.data.decode import DecodeConfig
+from phmscale.data.decode import DecodeConfig, to_model
 from phmscale.data.pipeline import RoleStream
 from phmscale.data.plan import ReadPlan, roles_for
 from phmscale.data.shards import ShardSet, resolve
@@ -119,6 +119,7 @@ class ShardLoader:
                                    f"expected epoch {epoch} role {index % self.roles}")
             self.skipped += bad
             skipped += bad
+            x = to_model(x, self.plan.cfg)
             given, index = given + 1, index + 1
             if index == per_epoch:
                 self._log_epoch(epoch, skipped)
