@@ -5,20 +5,22 @@ other package reads a `JobSpec` and trusts it. Imports pydantic, yaml and the pu
 
 from phmscale.spec.job import JobSpec
 from phmscale.spec.load import JobSpecError, Problem, job_schema, load_job, load_job_dict
-from phmscale.spec.sections import (
+from phmscale.spec.model_spec import (
     ALGEBRA_DIMS,
-    CheckpointSpec,
-    DataSpec,
     ModelSpec,
     ModelSpecBase,
-    OptimizerSpec,
     ResNetSpec,
+    TransformerSpec,
+    parse_model_spec,
+)
+from phmscale.spec.sections import (
+    CheckpointSpec,
+    DataSpec,
+    OptimizerSpec,
     ResourcesSpec,
     ScheduleSpec,
     TrackingSpec,
     TrainSpec,
-    TransformerSpec,
-    parse_model_spec,
 )
 
 __all__ = [

@@ -12,16 +12,15 @@ from typing import Any
 from pydantic import Field, PrivateAttr, model_validator
 
 from phmscale.spec.identity import fingerprint, identity
+from phmscale.spec.model_spec import ModelSpec, TransformerSpec
 from phmscale.spec.secrets import SecretRefs
 from phmscale.spec.sections import (
     CheckpointSpec,
     DataSpec,
-    ModelSpec,
     ResourcesSpec,
     Section,
     TrackingSpec,
     TrainSpec,
-    TransformerSpec,
 )
 
 
