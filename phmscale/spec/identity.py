@@ -40,10 +40,10 @@ _FIELDS = (
 # (the default trains what the job trained before the field existed), so older runs keep their
 # fingerprints, folders and checkpoints.
 _FIELDS_IF_SET = {
-    "data.augment": "none", "data.mean": None, "data.std": None,
+    "data.tokenizer": None, "data.augment": "none", "data.mean": None, "data.std": None,
 }
 FINGERPRINT_CHARS = 12
-# Until `model` became one kind's fields (spec.sections.ModelSpec), every job's model section
+# Until `model` became one kind's fields (spec.model_spec.ModelSpec), every job's model section
 # held both kinds' fields, and a fingerprint hashed the other kind's defaults too. Filling them
 # in keeps those fingerprints, and with them the run folders and checkpoints named by them. A
 # record of that old spec, not a default to keep in step: a field added later is left out.
@@ -80,7 +80,9 @@ def absolute_text(text: str, resolved: str, cwd: Path) -> str:
     return str(cwd / text)
 
 
-def _fields(tree: dict[str, Any], train_data: str, tokenizer: str | None) -> dict[str, Any]:
+def _fields(tree: dict[str, Any], paths: dict[str, str | None]) -> dict[str, Any]:
+    """The identity of a dumped job; `paths` holds the path fields as identity names them
+    (absolute), in place of their text."""
     out: dict[str, Any] = {}
     for section in _WHOLE:
         value = _get(tree, section)
@@ -90,14 +92,11 @@ def _fields(tree: dict[str, Any], train_data: str, tokenizer: str | None) -> dic
             value = {**_FLAT_MODEL, **value}
         _flatten(value, section, out)
     for name in _FIELDS:
-        out[name] = _get(tree, name)
+        out[name] = paths[name] if name in paths else _get(tree, name)
     for name, default in _FIELDS_IF_SET.items():
-        value = _get(tree, name)
+        value = paths[name] if name in paths else _get(tree, name)
         if value != default:
             out[name] = value
-    out["data.train"] = train_data
-    if tokenizer is not None:  # absent when unset: byte-level jobs keep their fingerprints
-        out["data.tokenizer"] = tokenizer
     return dict(sorted(out.items()))
 
 
@@ -108,11 +107,12 @@ def identity(tree: dict[str, Any], train_resolved: str,
     `train_resolved` is data.train's value, which decides whether it is a relative path;
     `tokenizer_resolved` likewise for data.tokenizer (it decides the ids trained on)."""
     cwd = Path.cwd().resolve()
-    train = absolute_text(tree["data"]["train"], train_resolved, cwd)
+    paths: dict[str, str | None] = {
+        "data.train": absolute_text(tree["data"]["train"], train_resolved, cwd)}
     tokenizer = tree["data"].get("tokenizer")
     if tokenizer is not None and tokenizer_resolved is not None:
-        tokenizer = absolute_text(tokenizer, tokenizer_resolved, cwd)
-    return _fields(tree, train, tokenizer)
+        paths["data.tokenizer"] = absolute_text(tokenizer, tokenizer_resolved, cwd)
+    return _fields(tree, paths)
 
 
 def fingerprint(fields: dict[str, Any]) -> str:
