@@ -65,8 +65,7 @@ class ReadState:
         if self.plan.on_error == "raise":
             raise InvalidInputError(
                 f"{what}; run `phmscale data verify {url or self.url}` to see every problem, "
-                f"or set "
-                f"data.on_error: skip to skip bad samples")
+                f"or set data.on_error: skip to skip bad samples")
         if self.warned < 5:  # a broken dataset would otherwise flood the log
             log.warning("skipping: %s", what)
             self.warned += 1

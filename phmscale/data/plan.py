@@ -27,6 +27,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -88,11 +89,13 @@ class ReadPlan:
     cfg: DecodeConfig
     cache_bytes: int  # parsed samples a worker may keep across epochs (data.memory_cache_mib)
 
-    @property
+    # Cached: a worker looks a shard's count up at every shard's end, and every role asks
+    # for the batch count every epoch (a sort of all counts).
+    @cached_property
     def expected(self) -> dict[str, int]:
         return dict(zip(self.urls, self.counts, strict=True))
 
-    @property
+    @cached_property
     def batches_per_epoch(self) -> int:
         return common_batches(list(self.counts), self.world, self.batch_size, train=self.train,
                               resampled=self.resampled, roles=self.roles)
